@@ -1,0 +1,678 @@
+//! The HTTP and websocket surface (CONTRACT §5) as composable axum routers.
+//!
+//! Each tier is its own router with its own state, so a service mounts exactly the parts it runs:
+//! [`persistence_router`], [`chat_tier_router`], [`notification_tier_router`], [`internal_router`]
+//! and [`ops_router`]. Errors are typed in the library and mapped to a status once, in
+//! [`ApiError`]'s `IntoResponse`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::forward::{Delivery, DeliveryReport, ForwardError, Forwarder};
+use crate::metrics::Metrics;
+use crate::model::{
+    check_id, check_stream, ChatMessage, NewChatMessage, Notification, NotificationType,
+    PaymentReminder, PurchaseUpdate, ShippingUpdate, ValidationError, DEFAULT_MAX_CONTENT_BYTES,
+};
+use crate::sockets::{Frame, SessionConfig, SocketRegistry, Subscription};
+use crate::store::{HistoryQuery, MessageStore, StoreError, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+
+/// An error answered to a client as `{"error": "..."}` with a fitting status.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 403: the caller may not act on this resource.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such route or resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// 413: the body or content is larger than allowed.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 503: a backend is unavailable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: something this server did not expect.
+    #[error("{0}")]
+    Internal(String),
+    /// Any other status, e.g. a websocket upgrade refusal.
+    #[error("{message}")]
+    Status {
+        /// The status to answer.
+        status: StatusCode,
+        /// The message.
+        message: String,
+    },
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Status { status, .. } => *status,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        match error {
+            ValidationError::ContentTooLarge { .. } => Self::PayloadTooLarge(error.to_string()),
+            _ => Self::BadRequest(error.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => Self::Unavailable(error.to_string()),
+            StoreError::Backend(_) => Self::Internal(error.to_string()),
+        }
+    }
+}
+
+impl From<ForwardError> for ApiError {
+    fn from(error: ForwardError) -> Self {
+        Self::Internal(error.to_string())
+    }
+}
+
+/// Who is calling. Route handlers take it as an extractor; an authentication layer inserts it
+/// into the request extensions, and without one every caller is [`Caller::Anonymous`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Caller {
+    /// No authentication is configured: every request is allowed.
+    #[default]
+    Anonymous,
+    /// An authenticated user (the token's subject).
+    User(String),
+}
+
+impl Caller {
+    /// Allows the call when the caller is `user_id` (or authentication is off).
+    pub fn require_user(&self, user_id: &str) -> Result<(), ApiError> {
+        match self {
+            Self::Anonymous => Ok(()),
+            Self::User(subject) if subject == user_id => Ok(()),
+            Self::User(_) => Err(ApiError::Forbidden(format!(
+                "not allowed to act for user {user_id:?}"
+            ))),
+        }
+    }
+
+    /// Allows the call when the caller is one of the two participants (or authentication is off).
+    pub fn require_participant(&self, a: &str, b: &str) -> Result<(), ApiError> {
+        self.require_user(a).or_else(|_| self.require_user(b))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or_default())
+    }
+}
+
+/// A JSON body whose every failure is a JSON error: 413 past the body limit, 400 otherwise.
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection: BytesRejection| match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge("request body is too large".to_owned())
+                }
+                status => ApiError::Status {
+                    status,
+                    message: rejection.body_text(),
+                },
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Query parameters whose failures are JSON 400 errors.
+#[derive(Debug, Clone)]
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| QueryParams(value))
+            .map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))
+    }
+}
+
+/// Limits on what clients send.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Maximum `content` size in bytes (`MAX_CONTENT_BYTES`).
+    pub max_content_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_content_bytes: DEFAULT_MAX_CONTENT_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// The body limit that lets the largest valid content through even fully JSON-escaped.
+    pub fn body_limit(&self) -> usize {
+        self.max_content_bytes.saturating_mul(6).saturating_add(16 * 1024)
+    }
+}
+
+/// State of the persistence API.
+#[derive(Clone)]
+pub struct PersistenceState {
+    /// Where messages go.
+    pub store: Arc<dyn MessageStore>,
+    /// Client limits.
+    pub limits: Limits,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// `POST /chat/messages` (alias `/chat/persist`) and `GET /chat/messages`.
+pub fn persistence_router(state: PersistenceState) -> Router {
+    let body_limit = state.limits.body_limit();
+    Router::new()
+        .route("/chat/messages", post(post_message).get(get_history))
+        .route("/chat/persist", post(post_message))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Name of the request header carrying a client's idempotency key.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+async fn post_message(
+    State(state): State<PersistenceState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(message): JsonBody<NewChatMessage>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
+    caller.require_user(&message.sender_id)?;
+    let valid = message.validate(state.limits.max_content_bytes)?;
+    let inserted = state.store.insert(valid, idempotency_key.as_deref()).await?;
+    let status = if inserted.created {
+        state.metrics.messages_stored.inc();
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    tracing::debug!(message_id = %inserted.message.message_id, stream_id = %inserted.message.stream_id, created = inserted.created, "message stored");
+    Ok((status, Json(inserted.message)).into_response())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".to_owned()))?;
+    check_id("Idempotency-Key", key)?;
+    Ok(Some(key.to_owned()))
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryParams {
+    stream_id: Option<String>,
+    sender_id: Option<String>,
+    receiver_id: Option<String>,
+    since: Option<String>,
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+async fn get_history(
+    State(state): State<PersistenceState>,
+    caller: Caller,
+    QueryParams(params): QueryParams<HistoryParams>,
+) -> Result<Json<Value>, ApiError> {
+    let stream_id = required_stream_id(params.stream_id.as_deref())?;
+    authorize_history(&caller, &stream_id, &params)?;
+    let mut query = HistoryQuery::stream(stream_id).limit(parse_limit(params.limit.as_deref())?);
+    if let Some(since) = params.since {
+        check_id("since", &since)?;
+        query = query.since(since);
+    }
+    if let Some(before) = params.before {
+        check_id("before", &before)?;
+        query = query.before(before);
+    }
+    let messages = state.store.history(&query).await?;
+    Ok(Json(json!({ "messages": messages })))
+}
+
+/// History needs no participants while authentication is off. An authenticated caller must name
+/// both participants (`sender_id`, `receiver_id`), which must hash to `stream_id` and include them.
+fn authorize_history(
+    caller: &Caller,
+    stream_id: &str,
+    params: &HistoryParams,
+) -> Result<(), ApiError> {
+    let named = params.sender_id.is_some() || params.receiver_id.is_some();
+    if !named && matches!(caller, Caller::Anonymous) {
+        return Ok(());
+    }
+    let sender_id = required("sender_id", &params.sender_id)?;
+    let receiver_id = required("receiver_id", &params.receiver_id)?;
+    check_stream(Some(stream_id), sender_id, receiver_id)?;
+    caller.require_participant(sender_id, receiver_id)
+}
+
+fn required_stream_id(stream_id: Option<&str>) -> Result<String, ApiError> {
+    let stream_id = stream_id
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("stream_id is required".to_owned()))?;
+    if !crate::stream_id::is_well_formed(stream_id) {
+        return Err(ApiError::BadRequest(
+            "stream_id must be 16 lowercase hex characters".to_owned(),
+        ));
+    }
+    Ok(stream_id.to_owned())
+}
+
+fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
+    let Some(limit) = limit else {
+        return Ok(DEFAULT_HISTORY_LIMIT);
+    };
+    match limit.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n.min(MAX_HISTORY_LIMIT)),
+        _ => Err(ApiError::BadRequest(format!(
+            "limit must be an integer from 1 to {MAX_HISTORY_LIMIT}"
+        ))),
+    }
+}
+
+/// State of the chat websocket tier.
+#[derive(Clone)]
+pub struct ChatTierState {
+    /// Chat sessions by `stream_id`.
+    pub sockets: Arc<dyn SocketRegistry>,
+    /// Where `since=` replays come from.
+    pub store: Arc<dyn MessageStore>,
+    /// Session timing.
+    pub session: SessionConfig,
+}
+
+/// `GET /chat/subscribe` (alias `/chat/subscribe-websocket`).
+pub fn chat_tier_router(state: ChatTierState) -> Router {
+    Router::new()
+        .route("/chat/subscribe", get(subscribe_chat))
+        .route("/chat/subscribe-websocket", get(subscribe_chat))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatSubscribeParams {
+    stream_id: Option<String>,
+    sender_id: Option<String>,
+    receiver_id: Option<String>,
+    since: Option<String>,
+}
+
+fn required<'a>(field: &'static str, value: &'a Option<String>) -> Result<&'a str, ApiError> {
+    let value = value.as_deref().unwrap_or_default();
+    check_id(field, value)?;
+    Ok(value)
+}
+
+fn upgrade(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, ApiError> {
+    ws.map_err(|rejection| ApiError::Status {
+        status: rejection.status(),
+        message: format!("websocket upgrade required: {}", rejection.body_text()),
+    })
+}
+
+async fn subscribe_chat(
+    State(state): State<ChatTierState>,
+    caller: Caller,
+    QueryParams(params): QueryParams<ChatSubscribeParams>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let sender_id = required("sender_id", &params.sender_id)?;
+    let receiver_id = required("receiver_id", &params.receiver_id)?;
+    let given = required("stream_id", &params.stream_id)?;
+    let stream_id = check_stream(Some(given), sender_id, receiver_id)?;
+    caller.require_participant(sender_id, receiver_id)?;
+    if let Some(since) = &params.since {
+        check_id("since", since)?;
+    }
+    let ws = upgrade(ws)?;
+    let since = params.since;
+    Ok(ws.on_upgrade(move |socket| async move {
+        let subscription =
+            Subscription::open(Arc::clone(&state.sockets), &stream_id, state.session.clone());
+        let replay = match since {
+            Some(since) => match replay_after(state.store.as_ref(), &stream_id, since).await {
+                Ok(frames) => frames,
+                Err(error) => {
+                    tracing::warn!(%stream_id, %error, "replay failed; closing the session");
+                    return;
+                }
+            },
+            None => Vec::new(),
+        };
+        subscription.run(socket, replay).await;
+    }))
+}
+
+/// Reads every message of `stream_id` after `since` from the store, page by page, as frames.
+async fn replay_after(
+    store: &dyn MessageStore,
+    stream_id: &str,
+    mut since: String,
+) -> Result<Vec<Frame>, ApiError> {
+    let mut frames = Vec::new();
+    loop {
+        let query = HistoryQuery::stream(stream_id)
+            .since(since.clone())
+            .limit(MAX_HISTORY_LIMIT);
+        let page = store.history(&query).await?;
+        let full = page.len() == MAX_HISTORY_LIMIT;
+        for message in &page {
+            frames.push(Delivery::Chat(message.clone()).frame()?);
+        }
+        match page.last() {
+            Some(last) if full => since = last.message_id.clone(),
+            _ => return Ok(frames),
+        }
+    }
+}
+
+/// State of the notification websocket tier.
+#[derive(Clone)]
+pub struct NotificationTierState {
+    /// Notification sessions by `user_id`.
+    pub sockets: Arc<dyn SocketRegistry>,
+    /// Session timing.
+    pub session: SessionConfig,
+}
+
+/// `GET /notifications/subscribe`.
+pub fn notification_tier_router(state: NotificationTierState) -> Router {
+    Router::new()
+        .route("/notifications/subscribe", get(subscribe_notifications))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct UserParams {
+    user_id: Option<String>,
+}
+
+async fn subscribe_notifications(
+    State(state): State<NotificationTierState>,
+    caller: Caller,
+    QueryParams(params): QueryParams<UserParams>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let user_id = required("user_id", &params.user_id)?.to_owned();
+    caller.require_user(&user_id)?;
+    let ws = upgrade(ws)?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        Subscription::open(Arc::clone(&state.sockets), &user_id, state.session.clone())
+            .run(socket, Vec::new())
+            .await;
+    }))
+}
+
+/// State of the internal routes: the local tiers behind a forwarder.
+#[derive(Clone)]
+pub struct InternalState {
+    /// Usually an [`crate::forward::InProcessForwarder`] over this process's registries.
+    pub forwarder: Arc<dyn Forwarder>,
+    /// Limits applied to forwarded messages.
+    pub limits: Limits,
+}
+
+/// The routes the change handler calls: forward, close-stream and notifications.
+pub fn internal_router(state: InternalState) -> Router {
+    let body_limit = state.limits.body_limit();
+    Router::new()
+        .route("/chat/forward-to-websocket", post(forward_chat))
+        .route("/chat/close-stream", post(close_stream))
+        .route("/notifications/chat", post(notify_chat))
+        .route("/notifications/purchase", post(notify_purchase))
+        .route("/notifications/payment-reminder", post(notify_payment))
+        .route("/notifications/shipping", post(notify_shipping))
+        .route("/notifications/shipping-update", post(notify_shipping))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Maps a delivery report to the contract's 200 / 206 / 500 answer.
+pub fn report_response(report: DeliveryReport, key_field: &str, key: &str) -> Response {
+    let DeliveryReport { delivered, failed } = report;
+    if failed == 0 {
+        return (
+            StatusCode::OK,
+            Json(json!({ "delivered": delivered, key_field: key })),
+        )
+            .into_response();
+    }
+    let status = if delivered > 0 {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    let error = format!("{failed} of {} sessions did not get the payload", delivered + failed);
+    (
+        status,
+        Json(json!({ "delivered": delivered, "failed": failed, "error": error, key_field: key })),
+    )
+        .into_response()
+}
+
+async fn forward_chat(
+    State(state): State<InternalState>,
+    JsonBody(message): JsonBody<ChatMessage>,
+) -> Result<Response, ApiError> {
+    message.check(state.limits.max_content_bytes)?;
+    let stream_id = message.stream_id.clone();
+    let report = state.forwarder.forward(&Delivery::Chat(message)).await?;
+    Ok(report_response(report, "stream_id", &stream_id))
+}
+
+#[derive(Debug, Deserialize)]
+struct CloseStreamBody {
+    stream_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn close_stream(
+    State(state): State<InternalState>,
+    JsonBody(body): JsonBody<CloseStreamBody>,
+) -> Result<Json<Value>, ApiError> {
+    let stream_id = required_stream_id(Some(&body.stream_id))?;
+    let reason = body.reason.unwrap_or_else(|| "delivery failed".to_owned());
+    let closed = state.forwarder.close_stream(&stream_id, &reason).await?;
+    Ok(Json(json!({ "closed": closed, "stream_id": stream_id })))
+}
+
+async fn notify(
+    state: &InternalState,
+    user_id: String,
+    notification: Notification,
+) -> Result<Response, ApiError> {
+    check_id("user_id", &user_id)?;
+    let delivery = Delivery::Notify {
+        user_id,
+        notification,
+    };
+    let report = state.forwarder.forward(&delivery).await?;
+    Ok(report_response(report, "user_id", delivery.routing_key()))
+}
+
+async fn notify_chat(
+    State(state): State<InternalState>,
+    QueryParams(params): QueryParams<UserParams>,
+    JsonBody(message): JsonBody<ChatMessage>,
+) -> Result<Response, ApiError> {
+    message.check(state.limits.max_content_bytes)?;
+    let user_id = params
+        .user_id
+        .unwrap_or_else(|| message.receiver_id.clone());
+    notify(&state, user_id, Notification::chat(&message)).await
+}
+
+fn user_param(params: UserParams) -> Result<String, ApiError> {
+    params
+        .user_id
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("user_id is required".to_owned()))
+}
+
+async fn notify_purchase(
+    State(state): State<InternalState>,
+    QueryParams(params): QueryParams<UserParams>,
+    JsonBody(payload): JsonBody<PurchaseUpdate>,
+) -> Result<Response, ApiError> {
+    let user_id = user_param(params)?;
+    let notification = Notification::new(NotificationType::PurchaseNotification, &payload);
+    notify(&state, user_id, notification).await
+}
+
+async fn notify_payment(
+    State(state): State<InternalState>,
+    QueryParams(params): QueryParams<UserParams>,
+    JsonBody(payload): JsonBody<PaymentReminder>,
+) -> Result<Response, ApiError> {
+    let user_id = user_param(params)?;
+    let notification = Notification::new(NotificationType::PaymentReminderNotification, &payload);
+    notify(&state, user_id, notification).await
+}
+
+async fn notify_shipping(
+    State(state): State<InternalState>,
+    QueryParams(params): QueryParams<UserParams>,
+    JsonBody(payload): JsonBody<ShippingUpdate>,
+) -> Result<Response, ApiError> {
+    let user_id = user_param(params)?;
+    let notification = Notification::new(NotificationType::ShippingUpdateNotification, &payload);
+    notify(&state, user_id, notification).await
+}
+
+/// A readiness probe: resolves to `Err(reason)` when a backend is not reachable.
+pub type ReadinessCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Builds a readiness check from a message store's `ping`.
+pub fn store_readiness(store: Arc<dyn MessageStore>) -> ReadinessCheck {
+    Arc::new(move || {
+        let store = Arc::clone(&store);
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    })
+}
+
+/// State of the operational routes.
+#[derive(Clone)]
+pub struct OpsState {
+    /// Rendered at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Named probes run by `/readyz`.
+    pub readiness: Vec<(String, ReadinessCheck)>,
+}
+
+/// `GET /healthz`, `GET /readyz`, `GET /metrics`.
+pub fn ops_router(state: OpsState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<OpsState>) -> Response {
+    let mut failures = HashMap::new();
+    for (name, check) in &state.readiness {
+        if let Err(reason) = check().await {
+            failures.insert(name.clone(), reason);
+        }
+    }
+    if failures.is_empty() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "error": "a backend is unreachable", "checks": failures })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<OpsState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Wraps a router with the layers every service wants: a JSON 404 fallback, a panic catcher that
+/// answers 500 instead of dropping the connection, and request tracing.
+pub fn with_common_layers(router: Router) -> Router {
+    router
+        .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("handler panicked");
+                ApiError::Internal("internal error".to_owned()).into_response()
+            },
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}

@@ -1,0 +1,434 @@
+//! The domain model: chat messages and their validation, commerce payloads, and the notification
+//! envelope sent on the notification tier.
+
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::stream_id::stream_id;
+
+/// Default upper bound of a message's `content`, in bytes (`MAX_CONTENT_BYTES`).
+pub const DEFAULT_MAX_CONTENT_BYTES: usize = 65_536;
+/// Upper bound of any user or stream identifier, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// A stored chat message, exactly as it travels on the wire and over the websockets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Unique, time-ordered identifier assigned by the store.
+    pub message_id: String,
+    /// The text; may be whitespace only, never empty.
+    pub content: String,
+    /// When the store accepted the message (RFC 3339, UTC).
+    #[serde(with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    /// The conversation, see [`crate::stream_id`].
+    pub stream_id: String,
+    /// Author of the message.
+    pub sender_id: String,
+    /// The other participant.
+    pub receiver_id: String,
+}
+
+impl ChatMessage {
+    /// The idempotency key of this message's delivery: `message_id:stream_id` (CONTRACT §7).
+    pub fn event_key(&self) -> String {
+        format!("{}:{}", self.message_id, self.stream_id)
+    }
+
+    /// Checks the invariants a message must hold when it arrives from outside the store (forward
+    /// requests, decoded change events): valid ids and a `stream_id` matching its participants.
+    pub fn check(&self, max_content_bytes: usize) -> Result<(), ValidationError> {
+        check_id("message_id", &self.message_id)?;
+        check_participants(&self.sender_id, &self.receiver_id)?;
+        check_content(&self.content, max_content_bytes)?;
+        check_stream(Some(&self.stream_id), &self.sender_id, &self.receiver_id).map(|_| ())
+    }
+}
+
+/// A message as a client posts it, before validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewChatMessage {
+    /// The text.
+    pub content: String,
+    /// Author.
+    pub sender_id: String,
+    /// Recipient.
+    pub receiver_id: String,
+    /// Optional: when present it must equal the stream id computed from the two participants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+}
+
+impl NewChatMessage {
+    /// Validates the message against CONTRACT §4 and returns it with its `stream_id` resolved.
+    ///
+    /// ```
+    /// use chatcore::model::NewChatMessage;
+    /// let msg = NewChatMessage {
+    ///     content: "hi".into(),
+    ///     sender_id: "user123".into(),
+    ///     receiver_id: "user456".into(),
+    ///     stream_id: None,
+    /// };
+    /// let valid = msg.validate(65_536).unwrap();
+    /// assert_eq!(valid.stream_id(), "7b28e95659ec2171");
+    /// ```
+    pub fn validate(self, max_content_bytes: usize) -> Result<ValidMessage, ValidationError> {
+        check_participants(&self.sender_id, &self.receiver_id)?;
+        let stream_id = check_stream(
+            self.stream_id.as_deref(),
+            &self.sender_id,
+            &self.receiver_id,
+        )?;
+        check_content(&self.content, max_content_bytes)?;
+        Ok(ValidMessage {
+            content: self.content,
+            sender_id: self.sender_id,
+            receiver_id: self.receiver_id,
+            stream_id,
+        })
+    }
+}
+
+/// A message that passed validation; only this type can be handed to a [`crate::store::MessageStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidMessage {
+    content: String,
+    sender_id: String,
+    receiver_id: String,
+    stream_id: String,
+}
+
+impl ValidMessage {
+    /// The message text.
+    pub fn content(&self) -> &str {
+        &self.content
+    }
+    /// The author.
+    pub fn sender_id(&self) -> &str {
+        &self.sender_id
+    }
+    /// The recipient.
+    pub fn receiver_id(&self) -> &str {
+        &self.receiver_id
+    }
+    /// The recomputed conversation id.
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    /// Stamps the message with the identity and time the store assigned. The time is truncated
+    /// to milliseconds, the precision of the wire format, so a message round-trips exactly.
+    pub fn into_stored(self, message_id: String, created_at: DateTime<Utc>) -> ChatMessage {
+        ChatMessage {
+            message_id,
+            content: self.content,
+            created_at: created_at.trunc_subsecs(3),
+            stream_id: self.stream_id,
+            sender_id: self.sender_id,
+            receiver_id: self.receiver_id,
+        }
+    }
+}
+
+/// Why a message or a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// `content` was the empty string.
+    #[error("content must not be empty")]
+    EmptyContent,
+    /// `content` exceeded the configured byte limit.
+    #[error("content is {actual} bytes, more than the limit of {limit}")]
+    ContentTooLarge {
+        /// Size of the content.
+        actual: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A required identifier was empty or missing.
+    #[error("{0} must not be empty")]
+    MissingId(&'static str),
+    /// An identifier exceeded [`MAX_ID_BYTES`].
+    #[error("{0} is longer than {MAX_ID_BYTES} bytes")]
+    IdTooLong(&'static str),
+    /// An identifier contained a control character.
+    #[error("{0} must not contain control characters")]
+    ControlCharacter(&'static str),
+    /// The supplied `stream_id` does not belong to the two participants.
+    #[error("stream_id {given:?} does not match sender_id and receiver_id (expected {expected:?})")]
+    StreamIdMismatch {
+        /// What the client sent.
+        given: String,
+        /// What the participants hash to.
+        expected: String,
+    },
+}
+
+/// Checks one identifier: non-empty, at most [`MAX_ID_BYTES`], no control characters.
+pub fn check_id(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    if value.is_empty() {
+        return Err(ValidationError::MissingId(field));
+    }
+    if value.len() > MAX_ID_BYTES {
+        return Err(ValidationError::IdTooLong(field));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::ControlCharacter(field));
+    }
+    Ok(())
+}
+
+fn check_participants(sender_id: &str, receiver_id: &str) -> Result<(), ValidationError> {
+    check_id("sender_id", sender_id)?;
+    check_id("receiver_id", receiver_id)
+}
+
+fn check_content(content: &str, max_content_bytes: usize) -> Result<(), ValidationError> {
+    if content.is_empty() {
+        return Err(ValidationError::EmptyContent);
+    }
+    if content.len() > max_content_bytes {
+        return Err(ValidationError::ContentTooLarge {
+            actual: content.len(),
+            limit: max_content_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Recomputes the stream id of two (already checked) participants and compares it with the one
+/// supplied, if any. Returns the recomputed id.
+pub fn check_stream(
+    given: Option<&str>,
+    sender_id: &str,
+    receiver_id: &str,
+) -> Result<String, ValidationError> {
+    let expected = stream_id(sender_id, receiver_id);
+    match given {
+        Some(given) if given != expected => Err(ValidationError::StreamIdMismatch {
+            given: given.to_owned(),
+            expected,
+        }),
+        _ => Ok(expected),
+    }
+}
+
+/// A purchase state change, notified to the shop owner and the buyer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PurchaseUpdate {
+    /// The order.
+    pub order_id: String,
+    /// Who bought.
+    pub buyer_id: String,
+    /// Who sold.
+    pub shop_owner_id: String,
+    /// What was bought.
+    pub product_name: String,
+    /// Price paid.
+    pub amount: f64,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// Order status, e.g. `completed`.
+    pub status: String,
+    /// When the purchase happened.
+    #[serde(with = "rfc3339")]
+    pub purchased_at: DateTime<Utc>,
+}
+
+/// A reminder that a payment is due or overdue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentReminder {
+    /// The order.
+    pub order_id: String,
+    /// Amount due.
+    pub amount: f64,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// When payment is due.
+    #[serde(with = "rfc3339")]
+    pub due_date: DateTime<Utc>,
+    /// Days past the due date (0 when not yet due).
+    pub days_overdue: i64,
+    /// Human-readable reminder.
+    pub message: String,
+}
+
+/// A shipment tracking update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShippingUpdate {
+    /// The order.
+    pub order_id: String,
+    /// Carrier tracking number.
+    pub tracking_number: String,
+    /// Shipment status, e.g. `in_transit`.
+    pub status: String,
+    /// Where the parcel is.
+    pub location: String,
+    /// Expected delivery time.
+    #[serde(with = "rfc3339")]
+    pub estimated_delivery: DateTime<Utc>,
+    /// When this update was produced.
+    #[serde(with = "rfc3339")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The kinds of notification carried on the notification tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationType {
+    /// A chat message for a user who may not have the conversation open.
+    ChatNotification,
+    /// A [`PurchaseUpdate`].
+    PurchaseNotification,
+    /// A [`PaymentReminder`].
+    PaymentReminderNotification,
+    /// A [`ShippingUpdate`].
+    ShippingUpdateNotification,
+}
+
+impl NotificationType {
+    /// The wire name, e.g. `chat_notification`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ChatNotification => "chat_notification",
+            Self::PurchaseNotification => "purchase_notification",
+            Self::PaymentReminderNotification => "payment_reminder_notification",
+            Self::ShippingUpdateNotification => "shipping_update_notification",
+        }
+    }
+}
+
+/// The envelope of every frame on the notification socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// What the payload is.
+    pub notification_type: NotificationType,
+    /// When the notification was produced.
+    #[serde(with = "rfc3339")]
+    pub timestamp: DateTime<Utc>,
+    /// The typed payload, as JSON.
+    pub payload: serde_json::Value,
+}
+
+impl Notification {
+    /// Wraps a chat message for its receiver's notification socket.
+    pub fn chat(message: &ChatMessage) -> Self {
+        Self::new(NotificationType::ChatNotification, message)
+    }
+
+    /// Wraps any serializable payload with the current time.
+    pub fn new(notification_type: NotificationType, payload: &impl Serialize) -> Self {
+        Self {
+            notification_type,
+            timestamp: Utc::now(),
+            payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// Serde helpers for RFC 3339 UTC timestamps with millisecond precision and a `Z` suffix.
+pub mod rfc3339 {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    /// Formats a timestamp, e.g. `2026-11-26T20:36:57.123Z`.
+    pub fn format(value: &DateTime<Utc>) -> String {
+        value.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    /// Serializes as [`format`] does.
+    pub fn serialize<S: Serializer>(value: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(value))
+    }
+
+    /// Accepts any RFC 3339 timestamp and converts it to UTC.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(content: &str, sender: &str, receiver: &str) -> NewChatMessage {
+        NewChatMessage {
+            content: content.into(),
+            sender_id: sender.into(),
+            receiver_id: receiver.into(),
+            stream_id: None,
+        }
+    }
+
+    #[test]
+    fn whitespace_only_content_is_allowed() {
+        assert!(new("   \n\t", "a", "b").validate(10).is_ok());
+    }
+
+    #[test]
+    fn empty_content_and_ids_are_refused() {
+        assert_eq!(
+            new("", "a", "b").validate(10),
+            Err(ValidationError::EmptyContent)
+        );
+        assert_eq!(
+            new("x", "", "b").validate(10),
+            Err(ValidationError::MissingId("sender_id"))
+        );
+        assert_eq!(
+            new("x", "a", "").validate(10),
+            Err(ValidationError::MissingId("receiver_id"))
+        );
+    }
+
+    #[test]
+    fn limits_are_in_bytes() {
+        assert!(new("é", "a", "b").validate(2).is_ok());
+        assert!(matches!(
+            new("éé", "a", "b").validate(3),
+            Err(ValidationError::ContentTooLarge {
+                actual: 4,
+                limit: 3
+            })
+        ));
+        let long_id = "x".repeat(MAX_ID_BYTES + 1);
+        assert_eq!(
+            new("x", &long_id, "b").validate(10),
+            Err(ValidationError::IdTooLong("sender_id"))
+        );
+        assert_eq!(
+            new("x", "a\u{7}", "b").validate(10),
+            Err(ValidationError::ControlCharacter("sender_id"))
+        );
+    }
+
+    #[test]
+    fn mismatched_stream_id_is_refused_and_matching_accepted() {
+        let mut msg = new("x", "user123", "user456");
+        msg.stream_id = Some("0000000000000000".into());
+        assert!(matches!(
+            msg.clone().validate(10),
+            Err(ValidationError::StreamIdMismatch { .. })
+        ));
+        msg.stream_id = Some("7b28e95659ec2171".into());
+        assert_eq!(
+            msg.validate(10).map(|v| v.stream_id().to_owned()),
+            Ok("7b28e95659ec2171".to_owned())
+        );
+    }
+
+    #[test]
+    fn envelope_uses_the_wire_names() {
+        let stored = new("hi", "a", "b")
+            .validate(10)
+            .map(|v| v.into_stored("m1".into(), Utc::now()))
+            .expect("valid");
+        let json = serde_json::to_value(Notification::chat(&stored)).expect("serializable");
+        assert_eq!(json["notification_type"], "chat_notification");
+        assert_eq!(json["payload"]["message_id"], "m1");
+        assert!(json["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+}

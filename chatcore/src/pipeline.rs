@@ -1,0 +1,512 @@
+//! The delivery pipeline: change feed → decode → claim → concurrent forward with retry →
+//! failure policy → complete the claim → acknowledge the source.
+//!
+//! Events are spread over `lanes` worker tasks by their lane key (the `stream_id` for chat), so
+//! conversations proceed concurrently while each conversation is processed strictly in order. An
+//! event is acknowledged only once it is done: delivered, dropped as a duplicate or undecodable, or
+//! its failure policy ran. On shutdown an event still retrying is abandoned unacknowledged and its
+//! claim released, so the next consumer delivers it.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::change::{ChangeEvent, ChangeSource, Op};
+use crate::dedup::{Admission, ClaimToken, Deduplicator};
+use crate::forward::{Delivery, Forwarder};
+use crate::metrics::{ConsumerLabels, DropReason, Metrics, Outcome};
+use crate::model::{ChatMessage, Notification, DEFAULT_MAX_CONTENT_BYTES};
+use crate::store::CHAT_COLLECTION;
+
+/// Exponential backoff between delivery attempts (`MESSAGE_RETRY_*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts after the first (`MESSAGE_RETRY_MAX_RETRIES`, 5).
+    pub max_retries: u32,
+    /// Wait before the first retry (`MESSAGE_RETRY_INITIAL_INTERVAL`, 100ms).
+    pub initial_interval: Duration,
+    /// Upper bound of any wait (`MESSAGE_RETRY_MAX_INTERVAL`, 30s).
+    pub max_interval: Duration,
+    /// Growth factor between waits (`MESSAGE_RETRY_MULTIPLIER`, 2.0).
+    pub multiplier: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 5,
+            initial_interval: Duration::from_millis(100),
+            max_interval: Duration::from_secs(30),
+            multiplier: 2.0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (0-based): `initial × multiplier^retry`, capped.
+    ///
+    /// ```
+    /// use chatcore::pipeline::RetryPolicy;
+    /// use std::time::Duration;
+    /// let policy = RetryPolicy::default();
+    /// assert_eq!(policy.delay(0), Duration::from_millis(100));
+    /// assert_eq!(policy.delay(3), Duration::from_millis(800));
+    /// assert_eq!(policy.delay(30), Duration::from_secs(30));
+    /// ```
+    pub fn delay(&self, retry: u32) -> Duration {
+        let factor = self.multiplier.max(1.0).powi(retry.min(64) as i32);
+        let millis = self.initial_interval.as_secs_f64() * factor;
+        Duration::from_secs_f64(millis.min(self.max_interval.as_secs_f64()))
+    }
+}
+
+/// What happens to a chat delivery whose retries ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Close the conversation's sockets so clients fall back to history (the seed's choice).
+    #[default]
+    CloseStream,
+    /// Log and move on.
+    LogAndSkip,
+}
+
+/// What an event asks the pipeline to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The idempotency key claimed in the event store.
+    pub event_key: String,
+    /// Events with the same lane key are processed in order (the `stream_id` for chat).
+    pub lane_key: String,
+    /// Deliveries to run concurrently.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Turns change events into deliveries: the transform step between a source and the forwarders.
+pub trait EventHandler: Send + Sync {
+    /// Plans the work for `event`, or says why it is dropped.
+    fn plan(&self, event: &ChangeEvent) -> Result<Plan, DropReason>;
+}
+
+/// Chat messages inserted into the `chat` collection go to the chat tier (by `stream_id`) and, as
+/// a `chat_notification`, to the receiver's notification tier.
+#[derive(Debug, Clone)]
+pub struct ChatHandler {
+    /// Forward to the chat tier.
+    pub forward_chat: bool,
+    /// Notify the receiver on the notification tier.
+    pub notify_receiver: bool,
+    /// Content limit applied to decoded messages.
+    pub max_content_bytes: usize,
+}
+
+impl Default for ChatHandler {
+    fn default() -> Self {
+        Self {
+            forward_chat: true,
+            notify_receiver: true,
+            max_content_bytes: DEFAULT_MAX_CONTENT_BYTES,
+        }
+    }
+}
+
+impl ChatHandler {
+    /// Decodes a chat message from an event's document.
+    pub fn decode(&self, event: &ChangeEvent) -> Result<ChatMessage, DropReason> {
+        let document = event.document.clone().ok_or(DropReason::invalid_format)?;
+        let message: ChatMessage =
+            serde_json::from_value(document).map_err(|_| DropReason::invalid_format)?;
+        message
+            .check(self.max_content_bytes)
+            .map_err(|_| DropReason::invalid_format)?;
+        Ok(message)
+    }
+}
+
+impl EventHandler for ChatHandler {
+    fn plan(&self, event: &ChangeEvent) -> Result<Plan, DropReason> {
+        if event.op != Op::Create || event.collection != CHAT_COLLECTION {
+            return Err(DropReason::ignored_op);
+        }
+        let message = self.decode(event)?;
+        let mut deliveries = Vec::with_capacity(2);
+        if self.notify_receiver {
+            deliveries.push(Delivery::Notify {
+                user_id: message.receiver_id.clone(),
+                notification: Notification::chat(&message),
+            });
+        }
+        let event_key = message.event_key();
+        let lane_key = message.stream_id.clone();
+        if self.forward_chat {
+            deliveries.push(Delivery::Chat(message));
+        }
+        Ok(Plan {
+            event_key,
+            lane_key,
+            deliveries,
+        })
+    }
+}
+
+/// Settings of a [`Pipeline`].
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Consumer name, used in metrics and logs (e.g. `chat`).
+    pub name: String,
+    /// Worker lanes; events of one lane key always share a lane.
+    pub lanes: usize,
+    /// Events queued per lane before the pipeline stops reading.
+    pub lane_queue: usize,
+    /// Backoff between attempts.
+    pub retry: RetryPolicy,
+    /// What to do with chat deliveries whose retries ran out.
+    pub failure: FailurePolicy,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            name: "chat".to_owned(),
+            lanes: 32,
+            lane_queue: 64,
+            retry: RetryPolicy::default(),
+            failure: FailurePolicy::default(),
+        }
+    }
+}
+
+/// A consumer: one change source, one handler, one event store, one forwarder.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    source: Arc<dyn ChangeSource>,
+    handler: Arc<dyn EventHandler>,
+    dedup: Deduplicator,
+    forwarder: Arc<dyn Forwarder>,
+    config: PipelineConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+type Planned = Result<Plan, DropReason>;
+
+enum Attempts {
+    Delivered,
+    Exhausted(Vec<Delivery>),
+    Interrupted,
+}
+
+impl Pipeline {
+    /// Assembles a consumer.
+    pub fn new(
+        source: Arc<dyn ChangeSource>,
+        handler: Arc<dyn EventHandler>,
+        dedup: Deduplicator,
+        forwarder: Arc<dyn Forwarder>,
+        config: PipelineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                source,
+                handler,
+                dedup,
+                forwarder,
+                config,
+                metrics,
+            }),
+        }
+    }
+
+    /// Consumes the source until it ends or `shutdown` is cancelled, then lets every lane finish
+    /// the event it is on (an event still retrying is abandoned unacknowledged).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let lanes = self.shared.config.lanes.max(1);
+        let mut workers = JoinSet::new();
+        let mut senders = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
+            let (tx, rx) = mpsc::channel(self.shared.config.lane_queue.max(1));
+            senders.push(tx);
+            workers.spawn(lane(Arc::clone(&self.shared), rx, shutdown.clone()));
+        }
+        let mut source_failures = 0;
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = self.shared.source.next() => next,
+            };
+            match next {
+                Ok(Some(event)) => {
+                    source_failures = 0;
+                    let planned = self.shared.handler.plan(&event);
+                    let index = self.shared.lane_of(&event, &planned);
+                    let send = senders[index].send((event, planned));
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        sent = send => if sent.is_err() { break },
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    let wait = self.shared.config.retry.delay(source_failures);
+                    source_failures += 1;
+                    tracing::warn!(consumer = %self.shared.config.name, %error, ?wait, "change source failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+        drop(senders);
+        while workers.join_next().await.is_some() {}
+    }
+}
+
+impl Shared {
+    fn lane_of(&self, event: &ChangeEvent, planned: &Planned) -> usize {
+        let key = planned.as_ref().map_or(&event.key, |plan| &plan.lane_key);
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        (hasher.finish() % self.config.lanes.max(1) as u64) as usize
+    }
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    async fn process(&self, event: ChangeEvent, planned: Planned, shutdown: &CancellationToken) {
+        let plan = match planned {
+            Ok(plan) => plan,
+            Err(reason) => {
+                tracing::debug!(consumer = %self.name(), ?reason, key = %event.key, "event dropped");
+                self.metrics.drop_event(self.name(), reason);
+                self.acknowledge(&event).await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("event", consumer = %self.name(), event_key = %plan.event_key, stream_id = %plan.lane_key);
+        async {
+            let Some(token) = self.admit(&plan.event_key, shutdown).await else {
+                return;
+            };
+            let Some(token) = token else {
+                self.metrics.drop_event(self.name(), DropReason::duplicate);
+                self.acknowledge(&event).await;
+                return;
+            };
+            match self.deliver(plan.deliveries, shutdown).await {
+                Attempts::Delivered => self.metrics.event(self.name(), Outcome::success),
+                Attempts::Exhausted(failed) => {
+                    self.metrics.event(self.name(), Outcome::failed);
+                    self.failover(&failed).await;
+                }
+                Attempts::Interrupted => {
+                    self.dedup.abandon(&plan.event_key, token.as_ref()).await;
+                    return;
+                }
+            }
+            self.dedup.finish(&plan.event_key, token.as_ref()).await;
+            self.acknowledge(&event).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Claims the event key. `None`: shutting down; `Some(None)`: duplicate;
+    /// `Some(Some(token))`: process (token absent when fail-open without a store).
+    async fn admit(
+        &self,
+        key: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<Option<Option<ClaimToken>>> {
+        let mut waits = 0;
+        loop {
+            let wait = match self.dedup.admit(key).await {
+                Ok(Admission::Process(token)) => return Some(Some(token)),
+                Ok(Admission::Duplicate) => return Some(None),
+                Ok(Admission::Busy) => self.config.retry.delay(waits),
+                Err(refused) => {
+                    tracing::warn!(%refused, "event not admitted; waiting");
+                    self.config.retry.delay(waits)
+                }
+            };
+            waits += 1;
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn deliver(&self, mut pending: Vec<Delivery>, shutdown: &CancellationToken) -> Attempts {
+        let retry = &self.config.retry;
+        for attempt in 0..=retry.max_retries {
+            if attempt > 0 {
+                self.metrics
+                    .retries
+                    .get_or_create(&ConsumerLabels {
+                        consumer: self.name().to_owned(),
+                    })
+                    .inc();
+                tokio::select! {
+                    () = shutdown.cancelled() => return Attempts::Interrupted,
+                    () = tokio::time::sleep(retry.delay(attempt - 1)) => {}
+                }
+            }
+            pending = self.attempt(pending, attempt).await;
+            if pending.is_empty() {
+                return Attempts::Delivered;
+            }
+        }
+        Attempts::Exhausted(pending)
+    }
+
+    /// Runs every pending delivery concurrently; returns those that failed.
+    async fn attempt(&self, pending: Vec<Delivery>, attempt: u32) -> Vec<Delivery> {
+        let results = join_all(pending.iter().map(|d| self.forwarder.forward(d))).await;
+        pending
+            .into_iter()
+            .zip(results)
+            .filter_map(|(delivery, result)| match result {
+                Ok(report) if report.is_complete() => None,
+                Ok(report) => {
+                    tracing::info!(attempt, tier = ?delivery.tier(), key = %delivery.routing_key(), delivered = report.delivered, failed = report.failed, "partial delivery");
+                    Some(delivery)
+                }
+                Err(error) => {
+                    tracing::info!(attempt, tier = ?delivery.tier(), key = %delivery.routing_key(), %error, "delivery failed");
+                    Some(delivery)
+                }
+            })
+            .collect()
+    }
+
+    async fn failover(&self, failed: &[Delivery]) {
+        self.metrics
+            .failovers
+            .get_or_create(&ConsumerLabels {
+                consumer: self.name().to_owned(),
+            })
+            .inc();
+        for delivery in failed {
+            match (delivery, self.config.failure) {
+                (Delivery::Chat(message), FailurePolicy::CloseStream) => {
+                    let reason = "delivery failed: fetch history and reconnect";
+                    match self
+                        .forwarder
+                        .close_stream(&message.stream_id, reason)
+                        .await
+                    {
+                        Ok(closed) => {
+                            tracing::error!(message_id = %message.message_id, closed, "retries exhausted: closed the stream's sockets")
+                        }
+                        Err(error) => {
+                            tracing::error!(message_id = %message.message_id, %error, "retries exhausted and closing the stream failed; clients recover on their next reconnect")
+                        }
+                    }
+                }
+                (delivery, _) => {
+                    tracing::error!(tier = ?delivery.tier(), key = %delivery.routing_key(), "retries exhausted: skipped")
+                }
+            }
+        }
+    }
+
+    async fn acknowledge(&self, event: &ChangeEvent) {
+        if let Err(error) = self.source.done(&event.position).await {
+            tracing::warn!(consumer = %self.name(), %error, "could not acknowledge event; it may be redelivered");
+        }
+    }
+}
+
+async fn lane(
+    shared: Arc<Shared>,
+    mut events: mpsc::Receiver<(ChangeEvent, Planned)>,
+    shutdown: CancellationToken,
+) {
+    while let Some((event, planned)) = events.recv().await {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        shared.process(event, planned, &shutdown).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_by_the_multiplier_and_stop_at_the_cap() {
+        let policy = RetryPolicy {
+            max_retries: 5,
+            initial_interval: Duration::from_millis(10),
+            max_interval: Duration::from_millis(50),
+            multiplier: 3.0,
+        };
+        let delays: Vec<_> = (0..4).map(|r| policy.delay(r).as_millis()).collect();
+        assert_eq!(delays, [10, 30, 50, 50]);
+    }
+
+    fn event(op: Op, document: Option<serde_json::Value>) -> ChangeEvent {
+        ChangeEvent {
+            op,
+            collection: CHAT_COLLECTION.to_owned(),
+            key: "k".to_owned(),
+            document,
+            position: crate::change::SourcePosition {
+                partition: 0,
+                offset: 0,
+                token: None,
+            },
+        }
+    }
+
+    #[test]
+    fn chat_handler_plans_both_tiers_and_drops_what_it_cannot_use() {
+        let handler = ChatHandler::default();
+        let message = serde_json::json!({
+            "message_id": "m1", "content": "hi", "created_at": "2026-01-01T00:00:00Z",
+            "stream_id": crate::stream_id::stream_id("a", "b"), "sender_id": "a", "receiver_id": "b"
+        });
+        let plan = handler
+            .plan(&event(Op::Create, Some(message.clone())))
+            .expect("plan");
+        assert_eq!(plan.deliveries.len(), 2);
+        assert_eq!(
+            plan.event_key,
+            format!("m1:{}", crate::stream_id::stream_id("a", "b"))
+        );
+        assert_eq!(
+            handler.plan(&event(Op::Update, Some(message.clone()))),
+            Err(DropReason::ignored_op)
+        );
+        assert_eq!(
+            handler.plan(&event(Op::Create, Some(serde_json::json!({"x": 1})))),
+            Err(DropReason::invalid_format)
+        );
+        let mut forged = message;
+        forged["stream_id"] = "0000000000000000".into();
+        assert_eq!(
+            handler.plan(&event(Op::Create, Some(forged))),
+            Err(DropReason::invalid_format)
+        );
+    }
+}

@@ -1,0 +1,573 @@
+//! Websocket sessions and the registry that routes frames to them.
+//!
+//! Each session has a bounded outbound queue drained by its own task, so a broadcast only ever
+//! does a non-blocking `try_send` per session: a slow or dead client costs the others nothing. A
+//! session whose queue is gone is removed on the next broadcast and by its own task on exit.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::forward::DeliveryReport;
+use crate::metrics::{DeliveryLabels, DeliveryResult, Metrics, SocketLabels, TierLabel};
+
+/// Close code sent when the server shuts down ("going away").
+pub const SHUTDOWN_CLOSE_CODE: u16 = 1001;
+/// Close code sent when delivery to a stream gave up: the client should fetch history with
+/// `since=` and reconnect.
+pub const FAILOVER_CLOSE_CODE: u16 = 4000;
+
+/// Identifies one session within a registry.
+pub type SessionId = u64;
+
+/// One outbound websocket text frame, cheap to clone for a broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The text.
+    pub text: Utf8Bytes,
+    /// When set, a session sends a frame with this id at most once.
+    pub dedup_id: Option<Arc<str>>,
+}
+
+impl Frame {
+    /// A frame without a dedup id.
+    pub fn new(text: Utf8Bytes) -> Self {
+        Self {
+            text,
+            dedup_id: None,
+        }
+    }
+
+    /// A frame a session sends at most once (chat messages, keyed by `message_id`).
+    pub fn with_id(text: Utf8Bytes, id: &str) -> Self {
+        Self {
+            text,
+            dedup_id: Some(Arc::from(id)),
+        }
+    }
+}
+
+/// A websocket close code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// RFC 6455 close code.
+    pub code: u16,
+    /// Human-readable reason (at most 123 bytes are sent).
+    pub reason: String,
+}
+
+impl CloseReason {
+    /// Builds a close reason.
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The registry's side of a session: where to queue frames and how to ask it to close.
+#[derive(Debug)]
+pub struct SessionHandle {
+    id: SessionId,
+    outbound: mpsc::Sender<Frame>,
+    close: watch::Sender<Option<CloseReason>>,
+}
+
+impl SessionHandle {
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+}
+
+/// The session's side: the queue to drain and the close signal to watch.
+#[derive(Debug)]
+pub struct SessionReceiver {
+    /// Frames to send, in order.
+    pub outbound: mpsc::Receiver<Frame>,
+    /// Becomes `Some` when the registry asks the session to close.
+    pub close: watch::Receiver<Option<CloseReason>>,
+}
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Creates a connected handle/receiver pair with a queue of `capacity` frames.
+pub fn session_channel(capacity: usize) -> (SessionHandle, SessionReceiver) {
+    let (outbound_tx, outbound_rx) = mpsc::channel(capacity.max(1));
+    let (close_tx, close_rx) = watch::channel(None);
+    (
+        SessionHandle {
+            id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+            outbound: outbound_tx,
+            close: close_tx,
+        },
+        SessionReceiver {
+            outbound: outbound_rx,
+            close: close_rx,
+        },
+    )
+}
+
+/// Routes frames to the sessions registered under a key (`stream_id` or `user_id`).
+pub trait SocketRegistry: Send + Sync {
+    /// Adds a session under `key`. Returns `false` (and drops the handle) when the registry is
+    /// shutting down.
+    fn register(&self, key: &str, session: SessionHandle) -> bool;
+
+    /// Removes a session; unknown ids are ignored.
+    fn unregister(&self, key: &str, id: SessionId);
+
+    /// Queues `frame` to every session of `key` without waiting on any of them.
+    fn broadcast(&self, key: &str, frame: &Frame) -> DeliveryReport;
+
+    /// Asks every session of `key` to close; returns how many were asked.
+    fn close(&self, key: &str, reason: CloseReason) -> usize;
+
+    /// Asks every session to close and refuses new ones (shutdown).
+    fn close_all(&self, reason: CloseReason) -> usize;
+
+    /// Number of sessions under `key`.
+    fn sessions(&self, key: &str) -> usize;
+}
+
+/// The in-process registry of one tier.
+#[derive(Debug)]
+pub struct LocalSocketRegistry {
+    sessions: RwLock<HashMap<String, HashMap<SessionId, SessionHandle>>>,
+    closing: AtomicBool,
+    tier: TierLabel,
+    metrics: Arc<Metrics>,
+}
+
+impl LocalSocketRegistry {
+    /// An empty registry for `tier`, counting into `metrics`.
+    pub fn new(tier: TierLabel, metrics: Arc<Metrics>) -> Self {
+        Self {
+            sessions: RwLock::new(HashMap::new()),
+            closing: AtomicBool::new(false),
+            tier,
+            metrics,
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, HashMap<SessionId, SessionHandle>>> {
+        self.sessions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, HashMap<SessionId, SessionHandle>>> {
+        self.sessions.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn gauge_add(&self, delta: i64) {
+        self.metrics
+            .sockets
+            .get_or_create(&SocketLabels { tier: self.tier })
+            .inc_by(delta);
+    }
+
+    fn count_deliveries(&self, report: DeliveryReport) {
+        for (result, n) in [
+            (DeliveryResult::delivered, report.delivered),
+            (DeliveryResult::failed, report.failed),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .deliveries
+                    .get_or_create(&DeliveryLabels {
+                        tier: self.tier,
+                        result,
+                    })
+                    .inc_by(n as u64);
+            }
+        }
+    }
+
+    fn remove_dead(&self, key: &str, dead: &[SessionId]) {
+        let mut sessions = self.write();
+        let Some(group) = sessions.get_mut(key) else {
+            return;
+        };
+        let before = group.len();
+        for id in dead {
+            group.remove(id);
+        }
+        let removed = before - group.len();
+        if group.is_empty() {
+            sessions.remove(key);
+        }
+        drop(sessions);
+        self.gauge_add(-(removed as i64));
+    }
+}
+
+impl SocketRegistry for LocalSocketRegistry {
+    fn register(&self, key: &str, session: SessionHandle) -> bool {
+        let mut sessions = self.write();
+        // Checked under the write lock so `close_all` cannot miss a session registered meanwhile.
+        if self.closing.load(Ordering::SeqCst) {
+            return false;
+        }
+        sessions
+            .entry(key.to_owned())
+            .or_default()
+            .insert(session.id, session);
+        drop(sessions);
+        self.gauge_add(1);
+        true
+    }
+
+    fn unregister(&self, key: &str, id: SessionId) {
+        self.remove_dead(key, &[id]);
+    }
+
+    fn broadcast(&self, key: &str, frame: &Frame) -> DeliveryReport {
+        let mut report = DeliveryReport::default();
+        let mut dead = Vec::new();
+        {
+            let sessions = self.read();
+            for session in sessions.get(key).into_iter().flat_map(HashMap::values) {
+                match session.outbound.try_send(frame.clone()) {
+                    Ok(()) => report.delivered += 1,
+                    Err(mpsc::error::TrySendError::Full(_)) => report.failed += 1,
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        report.failed += 1;
+                        dead.push(session.id);
+                    }
+                }
+            }
+        }
+        if !dead.is_empty() {
+            self.remove_dead(key, &dead);
+        }
+        self.count_deliveries(report);
+        report
+    }
+
+    fn close(&self, key: &str, reason: CloseReason) -> usize {
+        let sessions = self.read();
+        let group = sessions.get(key);
+        for session in group.into_iter().flat_map(HashMap::values) {
+            session.close.send_replace(Some(reason.clone()));
+        }
+        group.map_or(0, HashMap::len)
+    }
+
+    fn close_all(&self, reason: CloseReason) -> usize {
+        let sessions = self.write();
+        self.closing.store(true, Ordering::SeqCst);
+        let mut asked = 0;
+        for session in sessions.values().flat_map(HashMap::values) {
+            session.close.send_replace(Some(reason.clone()));
+            asked += 1;
+        }
+        asked
+    }
+
+    fn sessions(&self, key: &str) -> usize {
+        self.read().get(key).map_or(0, HashMap::len)
+    }
+}
+
+/// Default capacity of a session's outbound queue.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
+
+/// Timing and sizing of websocket sessions.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// How often the server pings (`PING_INTERVAL`, 30s).
+    pub ping_interval: Duration,
+    /// How long without any frame from the client before the session is dropped (`PONG_WAIT`, 40s).
+    pub pong_wait: Duration,
+    /// Upper bound of one write (`WRITE_WAIT`, 10s).
+    pub write_wait: Duration,
+    /// Frames a session may have queued before broadcasts to it count as failed.
+    pub queue_capacity: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(30),
+            pong_wait: Duration::from_secs(40),
+            write_wait: Duration::from_secs(10),
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+        }
+    }
+}
+
+/// A registered session; unregisters itself when dropped.
+pub struct Subscription {
+    registry: Arc<dyn SocketRegistry>,
+    key: String,
+    id: SessionId,
+    receiver: SessionReceiver,
+    config: SessionConfig,
+    registered: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("key", &self.key)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// Registers a new session under `key`. Frames broadcast from now on are queued for it, so
+    /// a caller can read history afterwards and lose nothing in between.
+    pub fn open(registry: Arc<dyn SocketRegistry>, key: &str, config: SessionConfig) -> Self {
+        let (handle, receiver) = session_channel(config.queue_capacity);
+        let id = handle.id();
+        let registered = registry.register(key, handle);
+        Self {
+            registry,
+            key: key.to_owned(),
+            id,
+            receiver,
+            config,
+            registered,
+        }
+    }
+
+    /// Runs the session on `socket` until either side closes it or it fails: first `replay` (in
+    /// order), then queued frames, each sent at most once per dedup id; pings every
+    /// `ping_interval`; drops the client after `pong_wait` of silence.
+    pub async fn run(mut self, socket: WebSocket, replay: Vec<Frame>) {
+        let (mut sink, mut stream) = socket.split();
+        if !self.registered {
+            let reason = CloseReason::new(SHUTDOWN_CLOSE_CODE, "server shutting down");
+            let _ = send_close(&mut sink, &reason, self.config.write_wait).await;
+            return;
+        }
+        let mut sent = RecentIds::new(self.config.queue_capacity.max(64) * 2);
+        for frame in replay {
+            if !self.send(&mut sink, &mut sent, frame).await {
+                return;
+            }
+        }
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + self.config.ping_interval,
+            self.config.ping_interval,
+        );
+        let silence = sleep_until(Instant::now() + self.config.pong_wait);
+        tokio::pin!(silence);
+        loop {
+            tokio::select! {
+                frame = self.receiver.outbound.recv() => match frame {
+                    Some(frame) => if !self.send(&mut sink, &mut sent, frame).await { return },
+                    None => return,
+                },
+                changed = self.receiver.close.changed() => {
+                    let reason = self.receiver.close.borrow().clone();
+                    if changed.is_err() { return }
+                    if let Some(reason) = reason {
+                        let _ = send_close(&mut sink, &reason, self.config.write_wait).await;
+                        return;
+                    }
+                }
+                _ = ping.tick() => {
+                    let ping = Message::Ping(bytes::Bytes::new());
+                    if !matches!(timeout(self.config.write_wait, sink.send(ping)).await, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                () = &mut silence => {
+                    tracing::debug!(key = %self.key, "no pong within PONG_WAIT: dropping session");
+                    return;
+                }
+                incoming = stream.next() => match incoming {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(_)) => silence.as_mut().reset(Instant::now() + self.config.pong_wait),
+                },
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+        sent: &mut RecentIds,
+        frame: Frame,
+    ) -> bool {
+        if let Some(id) = &frame.dedup_id {
+            if !sent.insert(id) {
+                return true;
+            }
+        }
+        matches!(
+            timeout(self.config.write_wait, sink.send(Message::Text(frame.text))).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.registered {
+            self.registry.unregister(&self.key, self.id);
+        }
+    }
+}
+
+async fn send_close(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    reason: &CloseReason,
+    write_wait: Duration,
+) -> bool {
+    let frame = CloseFrame {
+        code: reason.code,
+        reason: Utf8Bytes::from(truncate_utf8(&reason.reason, 123).to_owned()),
+    };
+    matches!(
+        timeout(write_wait, sink.send(Message::Close(Some(frame)))).await,
+        Ok(Ok(()))
+    )
+}
+
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The last `capacity` dedup ids a session sent.
+#[derive(Debug)]
+struct RecentIds {
+    order: VecDeque<Arc<str>>,
+    set: HashSet<Arc<str>>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    fn new(capacity: usize) -> Self {
+        Self {
+            order: VecDeque::with_capacity(capacity),
+            set: HashSet::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// Records `id`; false when it was already recorded.
+    fn insert(&mut self, id: &Arc<str>) -> bool {
+        if !self.set.insert(Arc::clone(id)) {
+            return false;
+        }
+        self.order.push_back(Arc::clone(id));
+        if self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> LocalSocketRegistry {
+        LocalSocketRegistry::new(TierLabel::chat, Arc::new(Metrics::new()))
+    }
+
+    fn frame(text: &'static str) -> Frame {
+        Frame::new(Utf8Bytes::from_static(text))
+    }
+
+    #[test]
+    fn broadcast_reaches_every_session_of_the_key_only() {
+        let registry = registry();
+        let (a, mut a_rx) = session_channel(4);
+        let (b, mut b_rx) = session_channel(4);
+        let (other, mut other_rx) = session_channel(4);
+        assert!(registry.register("s1", a));
+        assert!(registry.register("s1", b));
+        assert!(registry.register("s2", other));
+        let report = registry.broadcast("s1", &frame("hi"));
+        assert_eq!(
+            report,
+            DeliveryReport {
+                delivered: 2,
+                failed: 0
+            }
+        );
+        assert_eq!(a_rx.outbound.try_recv().map(|f| f.text), Ok("hi".into()));
+        assert_eq!(b_rx.outbound.try_recv().map(|f| f.text), Ok("hi".into()));
+        assert!(other_rx.outbound.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_full_queue_fails_without_blocking_and_a_dead_session_is_removed() {
+        let registry = registry();
+        let (slow, _slow_rx) = session_channel(1);
+        let (dead, dead_rx) = session_channel(4);
+        let (healthy, mut healthy_rx) = session_channel(4);
+        registry.register("s", slow);
+        registry.register("s", dead);
+        registry.register("s", healthy);
+        drop(dead_rx);
+        let first = registry.broadcast("s", &frame("1"));
+        assert_eq!(
+            first,
+            DeliveryReport {
+                delivered: 2,
+                failed: 1
+            }
+        );
+        assert_eq!(registry.sessions("s"), 2, "dead session removed");
+        let second = registry.broadcast("s", &frame("2"));
+        assert_eq!(
+            second,
+            DeliveryReport {
+                delivered: 1,
+                failed: 1
+            },
+            "slow session's queue is full"
+        );
+        assert_eq!(healthy_rx.outbound.try_recv().map(|f| f.text), Ok("1".into()));
+        assert_eq!(healthy_rx.outbound.try_recv().map(|f| f.text), Ok("2".into()));
+    }
+
+    #[test]
+    fn close_signals_sessions_and_close_all_refuses_new_ones() {
+        let registry = registry();
+        let (a, a_rx) = session_channel(4);
+        registry.register("s", a);
+        assert_eq!(registry.close("s", CloseReason::new(4000, "gave up")), 1);
+        assert_eq!(
+            a_rx.close.borrow().as_ref().map(|r| r.code),
+            Some(FAILOVER_CLOSE_CODE)
+        );
+        assert_eq!(registry.close_all(CloseReason::new(1001, "bye")), 1);
+        let (late, _late_rx) = session_channel(4);
+        assert!(!registry.register("s", late));
+    }
+
+    #[test]
+    fn recent_ids_forget_the_oldest() {
+        let mut ids = RecentIds::new(2);
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+        assert!(ids.insert(&a));
+        assert!(!ids.insert(&a));
+        assert!(ids.insert(&b));
+        assert!(ids.insert(&c));
+        assert!(ids.insert(&a), "a was evicted");
+    }
+
+    #[test]
+    fn close_reasons_are_cut_on_a_char_boundary() {
+        assert_eq!(truncate_utf8("ééé", 3), "é");
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+    }
+}

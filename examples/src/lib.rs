@@ -1,0 +1,1 @@
+//! Templates for teams embedding chatcore: see the `examples` targets.
