@@ -25,12 +25,14 @@ use crate::change::ChangeSource;
 use crate::dedup::{DedupConfig, Deduplicator, EventStore, InMemoryEventStore};
 use crate::forward::{Forwarder, InProcessForwarder};
 use crate::http::{
-    self, ChatTierState, InternalState, Limits, NotificationTierState, OpsState,
-    PersistenceState, ReadinessCheck,
+    self, ChatTierState, InternalState, Limits, NotificationTierState, OpsState, PersistenceState,
+    ReadinessCheck,
 };
 use crate::metrics::{Metrics, TierLabel};
 use crate::pipeline::{ChatHandler, Pipeline, PipelineConfig};
-use crate::sockets::{CloseReason, LocalSocketRegistry, SessionConfig, SocketRegistry, SHUTDOWN_CLOSE_CODE};
+use crate::sockets::{
+    CloseReason, LocalSocketRegistry, SessionConfig, SocketRegistry, SHUTDOWN_CLOSE_CODE,
+};
 use crate::store::{InMemoryMessageStore, MessageStore};
 
 /// Consumer group of the change handler on the embedded feed.
@@ -144,7 +146,10 @@ impl ChatApp {
         );
         let shutdown = CancellationToken::new();
         let pipeline = tokio::spawn(pipeline.run(shutdown.clone()));
-        let mut readiness = vec![("store".to_owned(), http::store_readiness(backends.store.clone()))];
+        let mut readiness = vec![(
+            "store".to_owned(),
+            http::store_readiness(backends.store.clone()),
+        )];
         readiness.extend(backends.readiness);
         Self {
             metrics,

@@ -99,7 +99,7 @@ pub struct OffsetTracker {
     partitions: HashMap<i32, PartitionTrack>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PartitionTrack {
     in_flight: BTreeSet<i64>,
     next_offset: i64,
@@ -109,7 +109,14 @@ struct PartitionTrack {
 impl OffsetTracker {
     /// Records that `offset` of `partition` was handed to the pipeline.
     pub fn delivered(&mut self, partition: i32, offset: i64) {
-        let track = self.partitions.entry(partition).or_default();
+        let track = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionTrack {
+                in_flight: BTreeSet::new(),
+                next_offset: offset,
+                committed: offset,
+            });
         track.in_flight.insert(offset);
         track.next_offset = track.next_offset.max(offset + 1);
     }
@@ -346,7 +353,10 @@ impl ChangeSource for InMemoryChangeSource {
             // Another subscriber took the group over; it will deliver this event again.
             return Ok(());
         }
-        if !group.tracker.is_in_flight(position.partition, position.offset) {
+        if !group
+            .tracker
+            .is_in_flight(position.partition, position.offset)
+        {
             return Err(ChangeError::UnknownPosition {
                 partition: position.partition,
                 offset: position.offset,

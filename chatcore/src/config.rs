@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2h45m30.5s"), Ok(Duration::from_secs_f64(9930.5)));
+        assert_eq!(
+            parse_duration("2h45m30.5s"),
+            Ok(Duration::from_secs_f64(9930.5))
+        );
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(parse_duration("10ns"), Ok(Duration::from_nanos(10)));
     }

@@ -261,7 +261,9 @@ impl Deduplicator {
             Ok(Claim::Acquired(token)) => Ok(Admission::Process(Some(token))),
             Ok(Claim::Completed) => Ok(Admission::Duplicate),
             Ok(Claim::InProgress) => Ok(Admission::Busy),
-            Err(error) => self.unavailable(key, error).map(|()| Admission::Process(None)),
+            Err(error) => self
+                .unavailable(key, error)
+                .map(|()| Admission::Process(None)),
         }
     }
 
@@ -387,7 +389,12 @@ mod tests {
         async fn claim(&self, _: &str, _: Duration) -> Result<Claim, EventStoreError> {
             Err(EventStoreError("connection refused".into()))
         }
-        async fn complete(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<(), EventStoreError> {
+        async fn complete(
+            &self,
+            _: &str,
+            _: &ClaimToken,
+            _: Duration,
+        ) -> Result<(), EventStoreError> {
             Err(EventStoreError("connection refused".into()))
         }
         async fn release(&self, _: &str, _: &ClaimToken) -> Result<(), EventStoreError> {
@@ -398,7 +405,11 @@ mod tests {
     #[tokio::test]
     async fn unreachable_store_follows_the_policy_and_is_counted() {
         let metrics = Arc::new(Metrics::new());
-        let open = Deduplicator::new(Arc::new(Unreachable), DedupConfig::default(), metrics.clone());
+        let open = Deduplicator::new(
+            Arc::new(Unreachable),
+            DedupConfig::default(),
+            metrics.clone(),
+        );
         assert_eq!(open.admit("k").await.ok(), Some(Admission::Process(None)));
         let closed = Deduplicator::new(
             Arc::new(Unreachable),
@@ -410,7 +421,13 @@ mod tests {
         );
         assert!(closed.admit("k").await.is_err());
         let text = metrics.render();
-        assert!(text.contains(r#"chatcore_event_store_errors_total{policy="fail_open"} 1"#), "{text}");
-        assert!(text.contains(r#"chatcore_event_store_errors_total{policy="fail_closed"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"chatcore_event_store_errors_total{policy="fail_open"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"chatcore_event_store_errors_total{policy="fail_closed"} 1"#),
+            "{text}"
+        );
     }
 }

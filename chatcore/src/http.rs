@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +29,9 @@ use crate::model::{
     PaymentReminder, PurchaseUpdate, ShippingUpdate, ValidationError, DEFAULT_MAX_CONTENT_BYTES,
 };
 use crate::sockets::{Frame, SessionConfig, SocketRegistry, Subscription};
-use crate::store::{HistoryQuery, MessageStore, StoreError, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+use crate::store::{
+    HistoryQuery, MessageStore, StoreError, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT,
+};
 
 /// An error answered to a client as `{"error": "..."}` with a fitting status.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -140,7 +142,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or_default())
+        Ok(parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -152,17 +158,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection: BytesRejection| match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::PayloadTooLarge("request body is too large".to_owned())
-                }
-                status => ApiError::Status {
-                    status,
-                    message: rejection.body_text(),
-                },
-            })?;
+        let bytes =
+            Bytes::from_request(req, state)
+                .await
+                .map_err(|rejection: BytesRejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        ApiError::PayloadTooLarge("request body is too large".to_owned())
+                    }
+                    status => ApiError::Status {
+                        status,
+                        message: rejection.body_text(),
+                    },
+                })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
@@ -202,7 +209,9 @@ impl Default for Limits {
 impl Limits {
     /// The body limit that lets the largest valid content through even fully JSON-escaped.
     pub fn body_limit(&self) -> usize {
-        self.max_content_bytes.saturating_mul(6).saturating_add(16 * 1024)
+        self.max_content_bytes
+            .saturating_mul(6)
+            .saturating_add(16 * 1024)
     }
 }
 
@@ -239,7 +248,10 @@ async fn post_message(
     let idempotency_key = idempotency_key(&headers)?;
     caller.require_user(&message.sender_id)?;
     let valid = message.validate(state.limits.max_content_bytes)?;
-    let inserted = state.store.insert(valid, idempotency_key.as_deref()).await?;
+    let inserted = state
+        .store
+        .insert(valid, idempotency_key.as_deref())
+        .await?;
     let status = if inserted.created {
         state.metrics.messages_stored.inc();
         StatusCode::CREATED
@@ -391,8 +403,11 @@ async fn subscribe_chat(
     let ws = upgrade(ws)?;
     let since = params.since;
     Ok(ws.on_upgrade(move |socket| async move {
-        let subscription =
-            Subscription::open(Arc::clone(&state.sockets), &stream_id, state.session.clone());
+        let subscription = Subscription::open(
+            Arc::clone(&state.sockets),
+            &stream_id,
+            state.session.clone(),
+        );
         let replay = match since {
             Some(since) => match replay_after(state.store.as_ref(), &stream_id, since).await {
                 Ok(frames) => frames,
@@ -506,7 +521,10 @@ pub fn report_response(report: DeliveryReport, key_field: &str, key: &str) -> Re
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
     };
-    let error = format!("{failed} of {} sessions did not get the payload", delivered + failed);
+    let error = format!(
+        "{failed} of {} sessions did not get the payload",
+        delivered + failed
+    );
     (
         status,
         Json(json!({ "delivered": delivered, "failed": failed, "error": error, key_field: key })),
@@ -628,7 +646,10 @@ pub struct OpsState {
 /// `GET /healthz`, `GET /readyz`, `GET /metrics`.
 pub fn ops_router(state: OpsState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)

@@ -155,7 +155,9 @@ pub enum ValidationError {
     #[error("{0} must not contain control characters")]
     ControlCharacter(&'static str),
     /// The supplied `stream_id` does not belong to the two participants.
-    #[error("stream_id {given:?} does not match sender_id and receiver_id (expected {expected:?})")]
+    #[error(
+        "stream_id {given:?} does not match sender_id and receiver_id (expected {expected:?})"
+    )]
     StreamIdMismatch {
         /// What the client sent.
         given: String,

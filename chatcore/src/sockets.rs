@@ -535,8 +535,14 @@ mod tests {
             },
             "slow session's queue is full"
         );
-        assert_eq!(healthy_rx.outbound.try_recv().map(|f| f.text), Ok("1".into()));
-        assert_eq!(healthy_rx.outbound.try_recv().map(|f| f.text), Ok("2".into()));
+        assert_eq!(
+            healthy_rx.outbound.try_recv().map(|f| f.text),
+            Ok("1".into())
+        );
+        assert_eq!(
+            healthy_rx.outbound.try_recv().map(|f| f.text),
+            Ok("2".into())
+        );
     }
 
     #[test]

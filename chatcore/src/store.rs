@@ -196,8 +196,12 @@ impl MessageStore for InMemoryMessageStore {
             state.idempotency.insert(key, stored.clone());
         }
         // Appended under the store lock, so the feed's order is the store's order.
-        self.feed
-            .append(Op::Create, CHAT_COLLECTION, &stored.stream_id, Some(document));
+        self.feed.append(
+            Op::Create,
+            CHAT_COLLECTION,
+            &stored.stream_id,
+            Some(document),
+        );
         Ok(Inserted {
             message: stored,
             created: true,

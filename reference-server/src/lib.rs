@@ -1,1 +1,97 @@
-//! placeholder
+//! The reference deployment of chatcore: configuration, wiring and serving, shared by the
+//! `chat-server` binary and its end-to-end tests.
+
+#![warn(missing_docs)]
+
+pub mod config;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use chatcore::app::{Backends, ChatApp};
+use tokio::net::TcpListener;
+
+pub use config::{Cli, ConfigError, Role, Settings};
+
+/// Serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listener could not be bound or failed.
+    #[error("listener {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Builds the all-in-one node on the backends the settings name (the embedded defaults when none
+/// is set) and starts its change handler.
+pub fn build_app(settings: &Settings) -> Result<ChatApp, ConfigError> {
+    let config = settings.app_config()?;
+    Ok(ChatApp::start(Backends::in_memory(), config))
+}
+
+/// Binds `LISTEN_ADDR` and serves until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let addr = settings.listen_addr;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Listen { addr, source })?;
+    serve(settings, listener, shutdown).await
+}
+
+/// Serves the all-in-one node on `listener` until `shutdown` resolves, then shuts down
+/// gracefully: stop accepting, close websockets with 1001, let in-flight events finish, all within
+/// `SHUTDOWN_TIMEOUT`.
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let app = build_app(&settings)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: settings.listen_addr,
+            source,
+        })?;
+    tracing::info!(%addr, "chat-server listening (role all, embedded backends)");
+    let stopping = app.shutdown_token();
+    let server = axum::serve(listener, app.router())
+        .with_graceful_shutdown(stopping.clone().cancelled_owned());
+    let mut server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        () = shutdown => tracing::info!("shutdown requested"),
+        ended = &mut server => {
+            // The server stopped by itself: report why, then clean up.
+            if let Ok(Err(error)) = ended {
+                return Err(ServerError::Listen { addr, source: error });
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + settings.shutdown_timeout;
+    app.begin_shutdown();
+    if tokio::time::timeout_at(deadline, &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open at SHUTDOWN_TIMEOUT; closing them");
+        server.abort();
+    }
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if !app.shutdown(remaining).await {
+        tracing::warn!(
+            "change handler still busy at SHUTDOWN_TIMEOUT; unfinished events will be redelivered"
+        );
+    }
+    tracing::info!("chat-server stopped");
+    Ok(())
+}

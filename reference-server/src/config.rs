@@ -1,0 +1,278 @@
+//! Configuration of `chat-server`: every setting is an environment variable (the seed's names,
+//! so an existing `.env` keeps working) and a CLI flag. Durations are Go-style (`100ms`, `30s`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chatcore::app::AppConfig;
+use chatcore::config::parse_duration;
+use chatcore::dedup::{DedupConfig, UnavailablePolicy};
+use chatcore::http::Limits;
+use chatcore::pipeline::{PipelineConfig, RetryPolicy};
+use chatcore::sockets::SessionConfig;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// `chat-server`: the reference deployment of chatcore.
+#[derive(Debug, Parser)]
+#[command(name = "chat-server", version, about)]
+pub struct Cli {
+    /// Which service to run; `all` (the default) runs every part in one process.
+    #[command(subcommand)]
+    pub role: Option<Role>,
+    /// Settings shared by every role.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// The services of the seed, each runnable on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Role {
+    /// Persistence API, change handler, chat and notification tiers in one process.
+    All,
+}
+
+/// `fail-open` or `fail-closed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventStorePolicy {
+    /// Process events anyway when the event store is unreachable (the seed's behaviour).
+    FailOpen,
+    /// Hold events until the event store is back.
+    FailClosed,
+}
+
+/// Every setting, with the environment variable that sets it.
+#[derive(Debug, Clone, Parser)]
+pub struct Settings {
+    /// Address the public HTTP and websocket listener binds.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+    /// How long shutdown waits for connections and in-flight events.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Interval between server pings on every websocket.
+    #[arg(long, env = "PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+    /// A websocket silent for this long is dropped.
+    #[arg(long, env = "PONG_WAIT", default_value = "40s", value_parser = parse_duration)]
+    pub pong_wait: Duration,
+    /// Upper bound of one websocket write.
+    #[arg(long, env = "WRITE_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub write_wait: Duration,
+    /// Frames queued per websocket before broadcasts to it count as failed.
+    #[arg(long, env = "SOCKET_QUEUE_CAPACITY", default_value_t = 256)]
+    pub socket_queue_capacity: usize,
+    /// Largest accepted message content, in bytes.
+    #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = 65_536)]
+    pub max_content_bytes: usize,
+    /// How long a processed event suppresses its duplicates.
+    #[arg(long, env = "DEDUPLICATION_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub deduplication_ttl: Duration,
+    /// How long a claimed event stays exclusive to the consumer processing it.
+    #[arg(long, env = "DEDUPLICATION_LEASE", default_value = "60s", value_parser = parse_duration)]
+    pub deduplication_lease: Duration,
+    /// Behaviour when the event store is unreachable.
+    #[arg(
+        long,
+        env = "EVENT_STORE_FAILURE_POLICY",
+        value_enum,
+        default_value = "fail-open"
+    )]
+    pub event_store_failure_policy: EventStorePolicy,
+    /// Prefix of idempotency keys: `eventstore:{prefix}:{key}`.
+    #[arg(long, env = "EVENT_STORE_KEY_PREFIX", default_value = "chat-cdc")]
+    pub event_store_key_prefix: String,
+    /// Retries after the first delivery attempt.
+    #[arg(long, env = "MESSAGE_RETRY_MAX_RETRIES", default_value_t = 5)]
+    pub message_retry_max_retries: u32,
+    /// Wait before the first retry.
+    #[arg(long, env = "MESSAGE_RETRY_INITIAL_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub message_retry_initial_interval: Duration,
+    /// Upper bound of the wait between retries.
+    #[arg(long, env = "MESSAGE_RETRY_MAX_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub message_retry_max_interval: Duration,
+    /// Growth factor of the wait between retries.
+    #[arg(long, env = "MESSAGE_RETRY_MULTIPLIER", default_value_t = 2.0)]
+    pub message_retry_multiplier: f64,
+    /// Log filter (`trace`, `debug`, `info`, `warn`, `error`, or a tracing directive).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log output: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// MongoDB connection string (not supported by this build yet: the store is in memory).
+    #[arg(long, env = "MONGO_URI")]
+    pub mongo_uri: Option<String>,
+    /// Redis address (not supported by this build yet: the event store is in memory).
+    #[arg(long, env = "REDIS_ADDR")]
+    pub redis_addr: Option<String>,
+    /// Kafka bootstrap servers of the change feed (not supported by this build yet).
+    #[arg(long, env = "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A setting that cannot be honoured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A backend was configured that this build cannot use yet.
+    #[error("{variable} is set, but this build has no {backend} backend yet; unset it to run on the embedded default")]
+    UnsupportedBackend {
+        /// The environment variable.
+        variable: &'static str,
+        /// The backend.
+        backend: &'static str,
+    },
+    /// A value is out of range.
+    #[error("{variable} {reason}")]
+    Invalid {
+        /// The environment variable.
+        variable: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        // Parsing an empty command line gives every documented default (and reads the environment).
+        Settings::parse_from(["chat-server"])
+    }
+}
+
+impl Settings {
+    /// Checks the settings and turns them into the library's configuration.
+    pub fn app_config(&self) -> Result<AppConfig, ConfigError> {
+        self.reject_unsupported_backends()?;
+        if self.max_content_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                variable: "MAX_CONTENT_BYTES",
+                reason: "must be at least 1",
+            });
+        }
+        if self.socket_queue_capacity == 0 {
+            return Err(ConfigError::Invalid {
+                variable: "SOCKET_QUEUE_CAPACITY",
+                reason: "must be at least 1",
+            });
+        }
+        if !(self.message_retry_multiplier.is_finite() && self.message_retry_multiplier >= 1.0) {
+            return Err(ConfigError::Invalid {
+                variable: "MESSAGE_RETRY_MULTIPLIER",
+                reason: "must be a number of at least 1.0",
+            });
+        }
+        Ok(AppConfig {
+            limits: Limits {
+                max_content_bytes: self.max_content_bytes,
+            },
+            session: SessionConfig {
+                ping_interval: self.ping_interval,
+                pong_wait: self.pong_wait,
+                write_wait: self.write_wait,
+                queue_capacity: self.socket_queue_capacity,
+            },
+            pipeline: PipelineConfig {
+                retry: RetryPolicy {
+                    max_retries: self.message_retry_max_retries,
+                    initial_interval: self.message_retry_initial_interval,
+                    max_interval: self.message_retry_max_interval,
+                    multiplier: self.message_retry_multiplier,
+                },
+                ..PipelineConfig::default()
+            },
+            dedup: DedupConfig {
+                ttl: self.deduplication_ttl,
+                lease: self.deduplication_lease,
+                on_unavailable: match self.event_store_failure_policy {
+                    EventStorePolicy::FailOpen => UnavailablePolicy::FailOpen,
+                    EventStorePolicy::FailClosed => UnavailablePolicy::FailClosed,
+                },
+            },
+        })
+    }
+
+    fn reject_unsupported_backends(&self) -> Result<(), ConfigError> {
+        let configured = [
+            ("MONGO_URI", "MongoDB", &self.mongo_uri),
+            ("REDIS_ADDR", "Redis", &self.redis_addr),
+            (
+                "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
+                "Kafka",
+                &self.kafka_bootstrap_servers,
+            ),
+        ];
+        match configured
+            .into_iter()
+            .find(|(_, _, value)| value.as_deref().is_some_and(|v| !v.is_empty()))
+        {
+            Some((variable, backend, _)) => {
+                Err(ConfigError::UnsupportedBackend { variable, backend })
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_names_and_go_durations_are_read() {
+        let cli = Cli::parse_from([
+            "chat-server",
+            "--message-retry-initial-interval",
+            "250ms",
+            "--deduplication-ttl",
+            "1h30m",
+        ]);
+        let config = cli.settings.app_config().expect("valid");
+        assert_eq!(
+            config.pipeline.retry.initial_interval,
+            Duration::from_millis(250)
+        );
+        assert_eq!(config.dedup.ttl, Duration::from_secs(5400));
+        assert_eq!(cli.role, None);
+    }
+
+    #[test]
+    fn malformed_values_are_refused_with_the_setting_named() {
+        let error = Cli::try_parse_from(["chat-server", "--ping-interval", "30 seconds"])
+            .expect_err("bad duration");
+        assert!(error.to_string().contains("--ping-interval"), "{error}");
+        let settings = Settings {
+            message_retry_multiplier: 0.5,
+            ..Settings::parse_from(["chat-server"])
+        };
+        assert!(matches!(
+            settings.app_config(),
+            Err(ConfigError::Invalid {
+                variable: "MESSAGE_RETRY_MULTIPLIER",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn configured_but_unsupported_backends_are_refused() {
+        let settings = Settings {
+            redis_addr: Some("127.0.0.1:6379".into()),
+            ..Settings::parse_from(["chat-server"])
+        };
+        assert!(matches!(
+            settings.app_config(),
+            Err(ConfigError::UnsupportedBackend {
+                variable: "REDIS_ADDR",
+                ..
+            })
+        ));
+    }
+}
