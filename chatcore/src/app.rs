@@ -38,6 +38,9 @@ use crate::store::{InMemoryMessageStore, MessageStore};
 /// Consumer group of the change handler on the embedded feed.
 pub const CHAT_CONSUMER_GROUP: &str = "chat-change-handler";
 
+/// A one-shot wrapper around a forwarder, see [`Backends::layer_forwarder`].
+pub type ForwarderLayer = Arc<dyn Fn(Arc<dyn Forwarder>) -> Arc<dyn Forwarder> + Send + Sync>;
+
 /// The pluggable parts of a node.
 #[derive(Clone)]
 pub struct Backends {
@@ -49,6 +52,9 @@ pub struct Backends {
     pub event_store: Arc<dyn EventStore>,
     /// Where the pipeline delivers; `None` means this node's own tiers.
     pub forwarder: Option<Arc<dyn Forwarder>>,
+    /// Wraps whichever forwarder the pipeline uses (a layer, in tower's sense): auditing,
+    /// extra targets, rate limits.
+    pub forwarder_layer: Option<ForwarderLayer>,
     /// Extra `/readyz` probes (the store's is always added).
     pub readiness: Vec<(String, ReadinessCheck)>,
 }
@@ -63,6 +69,7 @@ impl Backends {
             source,
             event_store: Arc::new(InMemoryEventStore::new()),
             forwarder: None,
+            forwarder_layer: None,
             readiness: Vec::new(),
         }
     }
@@ -70,6 +77,23 @@ impl Backends {
     /// Replaces the forwarder the pipeline delivers through.
     pub fn with_forwarder(mut self, forwarder: Arc<dyn Forwarder>) -> Self {
         self.forwarder = Some(forwarder);
+        self
+    }
+
+    /// Wraps the pipeline's forwarder (by default the in-process one over this node's own
+    /// registries) with `layer`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use chatcore::app::Backends;
+    /// let backends = Backends::in_memory().layer_forwarder(|inner| inner /* wrap it here */);
+    /// # let _ = backends;
+    /// ```
+    pub fn layer_forwarder(
+        mut self,
+        layer: impl Fn(Arc<dyn Forwarder>) -> Arc<dyn Forwarder> + Send + Sync + 'static,
+    ) -> Self {
+        self.forwarder_layer = Some(Arc::new(layer));
         self
     }
 
@@ -126,12 +150,15 @@ impl ChatApp {
             TierLabel::notifications,
             metrics.clone(),
         ));
-        let forwarder = backends.forwarder.clone().unwrap_or_else(|| {
+        let mut forwarder = backends.forwarder.clone().unwrap_or_else(|| {
             Arc::new(InProcessForwarder::new(
                 chat_sockets.clone(),
                 notification_sockets.clone(),
             ))
         });
+        if let Some(layer) = &backends.forwarder_layer {
+            forwarder = layer(forwarder);
+        }
         let handler = ChatHandler {
             max_content_bytes: config.limits.max_content_bytes,
             ..ChatHandler::default()

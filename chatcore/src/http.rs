@@ -150,7 +150,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// A JSON body whose every failure is a JSON error: 413 past the body limit, 400 otherwise.
+/// A JSON object body whose every failure is a JSON error: 413 past the body limit, 400
+/// otherwise.
 #[derive(Debug, Clone)]
 pub struct JsonBody<T>(pub T);
 
@@ -170,6 +171,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                         message: rejection.body_text(),
                     },
                 })?;
+        // Serde would also accept a struct as a JSON array of its fields: insist on an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest(
+                "request body must be a JSON object".to_owned(),
+            ));
+        }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
@@ -401,13 +408,12 @@ async fn subscribe_chat(
         check_id("since", since)?;
     }
     let ws = upgrade(ws)?;
+    // Registered before the 101 answer: once the client sees the handshake complete, nothing
+    // broadcast to the stream can miss it.
+    let subscription =
+        Subscription::open(Arc::clone(&state.sockets), &stream_id, state.session.clone());
     let since = params.since;
     Ok(ws.on_upgrade(move |socket| async move {
-        let subscription = Subscription::open(
-            Arc::clone(&state.sockets),
-            &stream_id,
-            state.session.clone(),
-        );
         let replay = match since {
             Some(since) => match replay_after(state.store.as_ref(), &stream_id, since).await {
                 Ok(frames) => frames,
@@ -475,11 +481,8 @@ async fn subscribe_notifications(
     let user_id = required("user_id", &params.user_id)?.to_owned();
     caller.require_user(&user_id)?;
     let ws = upgrade(ws)?;
-    Ok(ws.on_upgrade(move |socket| async move {
-        Subscription::open(Arc::clone(&state.sockets), &user_id, state.session.clone())
-            .run(socket, Vec::new())
-            .await;
-    }))
+    let subscription = Subscription::open(Arc::clone(&state.sockets), &user_id, state.session);
+    Ok(ws.on_upgrade(move |socket| subscription.run(socket, Vec::new())))
 }
 
 /// State of the internal routes: the local tiers behind a forwarder.

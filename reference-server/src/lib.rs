@@ -7,6 +7,7 @@ pub mod config;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use chatcore::app::{Backends, ChatApp};
 use tokio::net::TcpListener;
@@ -29,11 +30,15 @@ pub enum ServerError {
     },
 }
 
-/// Builds the all-in-one node on the backends the settings name (the embedded defaults when none
-/// is set) and starts its change handler.
+/// The backends the settings name; the embedded defaults when none is set.
+pub fn backends(settings: &Settings) -> Result<Backends, ConfigError> {
+    settings.app_config()?;
+    Ok(Backends::in_memory())
+}
+
+/// Builds the all-in-one node on the backends the settings name and starts its change handler.
 pub fn build_app(settings: &Settings) -> Result<ChatApp, ConfigError> {
-    let config = settings.app_config()?;
-    Ok(ChatApp::start(Backends::in_memory(), config))
+    Ok(ChatApp::start(backends(settings)?, settings.app_config()?))
 }
 
 /// Binds `LISTEN_ADDR` and serves until `shutdown` resolves.
@@ -57,10 +62,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let app = build_app(&settings)?;
+    serve_app(app, listener, settings.shutdown_timeout, shutdown).await
+}
+
+/// Serves an already built node on `listener` until `shutdown` resolves, then shuts it down
+/// within `shutdown_timeout`.
+pub async fn serve_app(
+    app: ChatApp,
+    listener: TcpListener,
+    shutdown_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let addr = listener
         .local_addr()
         .map_err(|source| ServerError::Listen {
-            addr: settings.listen_addr,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             source,
         })?;
     tracing::info!(%addr, "chat-server listening (role all, embedded backends)");
@@ -77,7 +93,7 @@ pub async fn serve(
             }
         }
     }
-    let deadline = tokio::time::Instant::now() + settings.shutdown_timeout;
+    let deadline = tokio::time::Instant::now() + shutdown_timeout;
     app.begin_shutdown();
     if tokio::time::timeout_at(deadline, &mut server)
         .await
