@@ -410,8 +410,11 @@ async fn subscribe_chat(
     let ws = upgrade(ws)?;
     // Registered before the 101 answer: once the client sees the handshake complete, nothing
     // broadcast to the stream can miss it.
-    let subscription =
-        Subscription::open(Arc::clone(&state.sockets), &stream_id, state.session.clone());
+    let subscription = Subscription::open(
+        Arc::clone(&state.sockets),
+        &stream_id,
+        state.session.clone(),
+    );
     let since = params.since;
     Ok(ws.on_upgrade(move |socket| async move {
         let replay = match since {
@@ -699,4 +702,50 @@ pub fn with_common_layers(router: Router) -> Router {
             },
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_json_and_the_router_keeps_serving() {
+        let router = with_common_layers(
+            Router::new()
+                .route(
+                    "/boom",
+                    get(|| async { panic!("handler bug") as &'static str }),
+                )
+                .route("/fine", get(|| async { "fine" })),
+        );
+        let boom = router
+            .clone()
+            .oneshot(Request::get("/boom").body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(boom.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(boom.into_body(), 1024)
+            .await
+            .expect("body");
+        let json: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(json["error"], "internal error");
+        let fine = router
+            .oneshot(Request::get("/fine").body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(fine.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn reports_map_to_200_206_and_500() {
+        let status = |delivered, failed| {
+            report_response(DeliveryReport { delivered, failed }, "stream_id", "s").status()
+        };
+        assert_eq!(status(0, 0), StatusCode::OK);
+        assert_eq!(status(3, 0), StatusCode::OK);
+        assert_eq!(status(2, 1), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(status(0, 2), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

@@ -27,18 +27,33 @@ async fn participants_and_a_second_device_receive_each_message_once_in_order() {
 
     let mut sent = Vec::new();
     for i in 0..6 {
-        let (from, to) = if i % 2 == 0 { ("alice", "bob") } else { ("bob", "alice") };
+        let (from, to) = if i % 2 == 0 {
+            ("alice", "bob")
+        } else {
+            ("bob", "alice")
+        };
         sent.push(server.send(&format!("message {i}"), from, to).await);
     }
     let sentinel = server.send("sentinel", "alice", "bob").await;
 
     for socket in [&mut alice, &mut bob_phone, &mut bob_laptop] {
         for expected in &sent {
-            assert_eq!(&socket.next_json().await, expected, "stored message, in order");
+            assert_eq!(
+                &socket.next_json().await,
+                expected,
+                "stored message, in order"
+            );
         }
-        assert_eq!(socket.next_json().await, sentinel, "no duplicate before the sentinel");
+        assert_eq!(
+            socket.next_json().await,
+            sentinel,
+            "no duplicate before the sentinel"
+        );
     }
-    for (socket, receiver) in [(&mut bob_notifications, "bob"), (&mut alice_notifications, "alice")] {
+    for (socket, receiver) in [
+        (&mut bob_notifications, "bob"),
+        (&mut alice_notifications, "alice"),
+    ] {
         let expected: Vec<&Value> = sent
             .iter()
             .chain([&sentinel])
@@ -48,7 +63,9 @@ async fn participants_and_a_second_device_receive_each_message_once_in_order() {
             let envelope = socket.next_json().await;
             assert_eq!(envelope["notification_type"], "chat_notification");
             assert_eq!(&envelope["payload"], message);
-            assert!(envelope["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+            assert!(envelope["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')));
         }
     }
     server.stop().await.expect("clean stop");
@@ -76,7 +93,10 @@ async fn every_invalid_post_gets_400_and_stores_nothing() {
         let response = server.post_json("/chat/messages", body).await;
         assert_eq!(response.status(), 400, "{body}");
         let error: Value = response.json().await.expect("JSON error");
-        assert!(error["error"].as_str().is_some_and(|e| !e.is_empty()), "{error}");
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{error}"
+        );
     }
     for raw in ["{not json", "", "{\"content\": \"x\","] {
         let response = server
@@ -91,17 +111,29 @@ async fn every_invalid_post_gets_400_and_stores_nothing() {
         let error: Value = response.json().await.expect("JSON error");
         assert!(error["error"].is_string());
     }
-    assert!(server.history("alice", "bob").await.is_empty(), "nothing stored");
-    assert!(server.history("alice", "carol").await.is_empty(), "nothing stored");
+    assert!(
+        server.history("alice", "bob").await.is_empty(),
+        "nothing stored"
+    );
+    assert!(
+        server.history("alice", "carol").await.is_empty(),
+        "nothing stored"
+    );
     let sentinel = server.send("sentinel", "alice", "bob").await;
-    assert_eq!(socket.next_json().await, sentinel, "nothing was delivered before");
+    assert_eq!(
+        socket.next_json().await,
+        sentinel,
+        "nothing was delivered before"
+    );
 }
 
 #[tokio::test]
 async fn ten_kb_unicode_and_whitespace_round_trip_exactly_and_oversize_is_413() {
     let server = TestServer::start().await;
     let mut socket = server.subscribe_chat("alice", "bob", None).await;
-    let ten_kb: String = (0..10 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let ten_kb: String = (0..10 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     let contents = [
         ten_kb,
         "héllo 👋 世界 \u{200d}\u{1F469}\u{200D}\u{1F4BB} \"quoted\" \\ \u{1}".to_owned(),
@@ -114,13 +146,20 @@ async fn ten_kb_unicode_and_whitespace_round_trip_exactly_and_oversize_is_413() 
         assert_eq!(socket.next_json().await, stored);
     }
     let history = server.history("alice", "bob").await;
-    let stored: Vec<&str> = history.iter().filter_map(|m| m["content"].as_str()).collect();
-    assert_eq!(stored, contents.iter().map(String::as_str).collect::<Vec<_>>());
+    let stored: Vec<&str> = history
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(
+        stored,
+        contents.iter().map(String::as_str).collect::<Vec<_>>()
+    );
 
     let over = json!({"content": "x".repeat(65_537), "sender_id": "alice", "receiver_id": "bob"});
     let response = server.post_json("/chat/messages", &over).await;
     assert_eq!(response.status(), 413);
-    let huge = json!({"content": "x".repeat(2_000_000), "sender_id": "alice", "receiver_id": "bob"});
+    let huge =
+        json!({"content": "x".repeat(2_000_000), "sender_id": "alice", "receiver_id": "bob"});
     let response = server.post_json("/chat/messages", &huge).await;
     assert_eq!(response.status(), 413);
     let error: Value = response.json().await.expect("JSON error");
@@ -148,11 +187,27 @@ async fn history_pages_with_since_before_and_limit() {
     };
     assert_eq!(page(String::new()).await, sent);
     assert_eq!(ids(&page("&limit=3".into()).await), [id(0), id(1), id(2)]);
-    assert_eq!(ids(&page(format!("&since={}", id(2))).await), [id(3), id(4), id(5), id(6)]);
-    assert_eq!(ids(&page(format!("&since={}&limit=2", id(2))).await), [id(3), id(4)]);
-    assert_eq!(ids(&page(format!("&before={}&limit=2", id(5))).await), [id(3), id(4)]);
-    assert_eq!(ids(&page(format!("&since={}&before={}", id(1), id(4))).await), [id(2), id(3)]);
-    assert_eq!(page("&limit=1000".into()).await.len(), 7, "limit is capped, not refused");
+    assert_eq!(
+        ids(&page(format!("&since={}", id(2))).await),
+        [id(3), id(4), id(5), id(6)]
+    );
+    assert_eq!(
+        ids(&page(format!("&since={}&limit=2", id(2))).await),
+        [id(3), id(4)]
+    );
+    assert_eq!(
+        ids(&page(format!("&before={}&limit=2", id(5))).await),
+        [id(3), id(4)]
+    );
+    assert_eq!(
+        ids(&page(format!("&since={}&before={}", id(1), id(4))).await),
+        [id(2), id(3)]
+    );
+    assert_eq!(
+        page("&limit=1000".into()).await.len(),
+        7,
+        "limit is capped, not refused"
+    );
 
     for bad in [
         "/chat/messages".to_owned(),
@@ -204,9 +259,16 @@ async fn subscribing_with_since_replays_then_goes_live_without_gap_or_duplicate(
         received.push(frame);
     }
     let history = server.history("alice", "bob").await;
-    let position = history.iter().position(|m| m["message_id"] == since.as_str()).expect("since in history");
+    let position = history
+        .iter()
+        .position(|m| m["message_id"] == since.as_str())
+        .expect("since in history");
     let expected = &history[position + 1..history.len() - 1];
-    assert_eq!(ids(&received), ids(expected), "exactly the messages after `since`, in order");
+    assert_eq!(
+        ids(&received),
+        ids(expected),
+        "exactly the messages after `since`, in order"
+    );
 }
 
 #[tokio::test]
@@ -225,12 +287,19 @@ async fn an_idempotency_key_stores_and_delivers_once() {
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.expect("json");
     let repeat = post("hello").await.expect("request");
-    assert_eq!(repeat.status(), 200, "a repeat is answered, not stored again");
+    assert_eq!(
+        repeat.status(),
+        200,
+        "a repeat is answered, not stored again"
+    );
     assert_eq!(repeat.json::<Value>().await.expect("json"), first);
     let sentinel = server.send("sentinel", "alice", "bob").await;
     assert_eq!(socket.next_json().await, first);
     assert_eq!(socket.next_json().await, sentinel, "delivered once");
-    assert_eq!(ids(&server.history("alice", "bob").await), ids(&[first, sentinel]));
+    assert_eq!(
+        ids(&server.history("alice", "bob").await),
+        ids(&[first, sentinel])
+    );
 }
 
 #[tokio::test]
@@ -239,7 +308,7 @@ async fn subscriptions_with_missing_or_mismatched_parameters_are_refused_before_
     let right = stream_id("alice", "bob");
     let wrong = stream_id("alice", "mallory");
     for query in [
-        format!("/chat/subscribe?sender_id=alice&receiver_id=bob"),
+        "/chat/subscribe?sender_id=alice&receiver_id=bob".to_owned(),
         format!("/chat/subscribe?stream_id={right}&receiver_id=bob"),
         format!("/chat/subscribe?stream_id={right}&sender_id=alice"),
         format!("/chat/subscribe?stream_id={wrong}&sender_id=alice&receiver_id=bob"),
@@ -259,9 +328,14 @@ async fn subscriptions_with_missing_or_mismatched_parameters_are_refused_before_
         }
     }
     let (status, body) = server
-        .get_json(&format!("/chat/subscribe?stream_id={right}&sender_id=alice&receiver_id=bob"))
+        .get_json(&format!(
+            "/chat/subscribe?stream_id={right}&sender_id=alice&receiver_id=bob"
+        ))
         .await;
-    assert!((400..500).contains(&status), "plain GET without upgrade: {status} {body}");
+    assert!(
+        (400..500).contains(&status),
+        "plain GET without upgrade: {status} {body}"
+    );
     assert_eq!(server.chat_sockets_count(&right), 0);
 }
 
@@ -270,8 +344,13 @@ async fn two_hundred_concurrent_posts_arrive_complete_unduplicated_and_in_store_
     let server = TestServer::start().await;
     let mut socket = server.subscribe_chat("alice", "bob", None).await;
     let posts = (0..200).map(|i| {
-        let (from, to) = if i % 2 == 0 { ("alice", "bob") } else { ("bob", "alice") };
-        let body = json!({"content": format!("concurrent {i}"), "sender_id": from, "receiver_id": to});
+        let (from, to) = if i % 2 == 0 {
+            ("alice", "bob")
+        } else {
+            ("bob", "alice")
+        };
+        let body =
+            json!({"content": format!("concurrent {i}"), "sender_id": from, "receiver_id": to});
         let server = &server;
         async move { server.post_json("/chat/messages", &body).await }
     });
@@ -313,7 +392,10 @@ async fn health_readiness_and_metrics_answer() {
     let server = TestServer::start().await;
     let mut socket = server.subscribe_chat("alice", "bob", None).await;
     assert_eq!(server.get_json("/healthz").await.0, 200);
-    assert_eq!(server.get_json("/readyz").await, (200, json!({"status": "ready"})));
+    assert_eq!(
+        server.get_json("/readyz").await,
+        (200, json!({"status": "ready"}))
+    );
     server.send("counted", "alice", "bob").await;
     socket.next_json().await;
     let metrics = server
@@ -325,9 +407,18 @@ async fn health_readiness_and_metrics_answer() {
         .text()
         .await
         .expect("text");
-    assert!(metrics.contains("chatcore_messages_stored_total 1"), "{metrics}");
-    assert!(metrics.contains(r#"chatcore_sockets{tier="chat"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"chatcore_deliveries_total{tier="chat",result="delivered"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains("chatcore_messages_stored_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"chatcore_sockets{tier="chat"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"chatcore_deliveries_total{tier="chat",result="delivered"} 1"#),
+        "{metrics}"
+    );
     let (status, body) = server.get_json("/no/such/route").await;
     assert_eq!(status, 404);
     assert!(body["error"].is_string());

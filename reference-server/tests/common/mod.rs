@@ -50,7 +50,10 @@ impl TestServer {
     }
 
     /// Starts the server with `settings` and backends adjusted by `customize`.
-    pub async fn start_with(settings: Settings, customize: impl FnOnce(Backends) -> Backends) -> Self {
+    pub async fn start_with(
+        settings: Settings,
+        customize: impl FnOnce(Backends) -> Backends,
+    ) -> Self {
         let backends = customize(reference_server::backends(&settings).expect("backends"));
         let app = ChatApp::start(backends, settings.app_config().expect("config"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -118,10 +121,16 @@ impl TestServer {
     /// The whole history of a conversation, ascending.
     pub async fn history(&self, a: &str, b: &str) -> Vec<Value> {
         let (status, body) = self
-            .get_json(&format!("/chat/messages?stream_id={}&limit=500", stream_id(a, b)))
+            .get_json(&format!(
+                "/chat/messages?stream_id={}&limit=500",
+                stream_id(a, b)
+            ))
             .await;
         assert_eq!(status, 200);
-        body["messages"].as_array().cloned().expect("messages array")
+        body["messages"]
+            .as_array()
+            .cloned()
+            .expect("messages array")
     }
 
     /// Opens a chat subscription of the conversation between `a` and `b`.
@@ -139,8 +148,11 @@ impl TestServer {
 
     /// Opens a notification subscription of `user_id`.
     pub async fn subscribe_notifications(&self, user_id: &str) -> Ws {
-        self.connect(&format!("{}/notifications/subscribe?user_id={user_id}", self.ws_base))
-            .await
+        self.connect(&format!(
+            "{}/notifications/subscribe?user_id={user_id}",
+            self.ws_base
+        ))
+        .await
     }
 
     /// Connects and waits until the session is registered, so nothing posted afterwards is missed.
