@@ -429,3 +429,38 @@ async fn configuration_is_validated() {
     let bad = settings(&["--message-retry-multiplier", "0.5"]);
     assert!(reference_server::build_app(&bad).is_err());
 }
+
+#[tokio::test]
+async fn the_server_pings_keeps_answering_clients_and_drops_silent_ones() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TestServer::start_with(
+        settings(&["--ping-interval", "100ms", "--pong-wait", "400ms"]),
+        |backends| backends,
+    )
+    .await;
+    let stream = stream_id("alice", "bob");
+    let silent = server.subscribe_chat("alice", "bob", None).await;
+    let mut lively = server.subscribe_chat("bob", "alice", None).await;
+    server
+        .await_sessions(&server.chat_sockets, &stream, 2)
+        .await;
+
+    // The lively client reads (and so answers pings) for well past PONG_WAIT.
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1200);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, lively.0.next()).await {
+        if matches!(message, Message::Ping(_)) {
+            pings += 1;
+        }
+    }
+    assert!(pings >= 3, "server pings every PING_INTERVAL, got {pings}");
+    // The silent client never read, so never answered: it was dropped; the lively one stays.
+    server
+        .await_sessions(&server.chat_sockets, &stream, 1)
+        .await;
+    let message = server.send("still connected", "alice", "bob").await;
+    assert_eq!(lively.next_json().await, message);
+    drop(silent);
+}
