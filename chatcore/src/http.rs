@@ -28,7 +28,9 @@ use crate::model::{
     check_id, check_stream, ChatMessage, NewChatMessage, Notification, NotificationType,
     PaymentReminder, PurchaseUpdate, ShippingUpdate, ValidationError, DEFAULT_MAX_CONTENT_BYTES,
 };
-use crate::sockets::{Frame, SessionConfig, SocketRegistry, Subscription};
+use crate::sockets::{
+    CloseReason, Frame, SessionConfig, SocketRegistry, Subscription, INTERNAL_ERROR_CLOSE_CODE,
+};
 use crate::store::{
     HistoryQuery, MessageStore, StoreError, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT,
 };
@@ -422,7 +424,8 @@ async fn subscribe_chat(
                 Ok(frames) => frames,
                 Err(error) => {
                     tracing::warn!(%stream_id, %error, "replay failed; closing the session");
-                    return;
+                    let reason = CloseReason::new(INTERNAL_ERROR_CLOSE_CODE, "history unavailable");
+                    return subscription.refuse(socket, reason).await;
                 }
             },
             None => Vec::new(),

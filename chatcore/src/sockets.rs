@@ -19,6 +19,8 @@ use crate::metrics::{DeliveryLabels, DeliveryResult, Metrics, SocketLabels, Tier
 
 /// Close code sent when the server shuts down ("going away").
 pub const SHUTDOWN_CLOSE_CODE: u16 = 1001;
+/// Close code sent when the server cannot serve the session (e.g. history unavailable).
+pub const INTERNAL_ERROR_CLOSE_CODE: u16 = 1011;
 /// Close code sent when delivery to a stream gave up: the client should fetch history with
 /// `since=` and reconnect.
 pub const FAILOVER_CLOSE_CODE: u16 = 4000;
@@ -390,6 +392,12 @@ impl Subscription {
                 },
             }
         }
+    }
+
+    /// Closes `socket` with `reason` instead of running the session (e.g. replay failed).
+    pub async fn refuse(self, socket: WebSocket, reason: CloseReason) {
+        let (mut sink, _) = socket.split();
+        let _ = send_close(&mut sink, &reason, self.config.write_wait).await;
     }
 
     async fn send(

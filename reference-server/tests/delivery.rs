@@ -386,3 +386,66 @@ async fn a_broadcast_to_a_stuck_session_does_not_delay_the_others() {
     // failing until the pipeline gives up and closes the stream.
     assert_eq!(socket.next_json().await, message);
 }
+
+/// A message store that is down.
+struct DownStore;
+
+#[async_trait]
+impl chatcore::store::MessageStore for DownStore {
+    async fn insert(
+        &self,
+        _: chatcore::model::ValidMessage,
+        _: Option<&str>,
+    ) -> Result<chatcore::store::Inserted, chatcore::store::StoreError> {
+        Err(chatcore::store::StoreError::Unavailable(
+            "connection refused".into(),
+        ))
+    }
+    async fn history(
+        &self,
+        _: &chatcore::store::HistoryQuery,
+    ) -> Result<Vec<chatcore::model::ChatMessage>, chatcore::store::StoreError> {
+        Err(chatcore::store::StoreError::Unavailable(
+            "connection refused".into(),
+        ))
+    }
+    async fn ping(&self) -> Result<(), chatcore::store::StoreError> {
+        Err(chatcore::store::StoreError::Unavailable(
+            "connection refused".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_store_answers_503_and_replays_close_with_1011() {
+    let server = TestServer::start_with(settings(&[]), |backends| chatcore::app::Backends {
+        store: Arc::new(DownStore),
+        ..backends
+    })
+    .await;
+    let response = server
+        .post_json(
+            "/chat/messages",
+            &json!({"content": "x", "sender_id": "alice", "receiver_id": "bob"}),
+        )
+        .await;
+    let (status, body) = status_and_body(response).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].is_string());
+    let (status, _) = server
+        .get_json(&format!(
+            "/chat/messages?stream_id={}",
+            stream_id("alice", "bob")
+        ))
+        .await;
+    assert_eq!(status, 503);
+    let (status, body) = server.get_json("/readyz").await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        (503, json!("unavailable"))
+    );
+    let mut socket = server
+        .subscribe_chat("alice", "bob", Some("000000000000000000000001"))
+        .await;
+    assert_eq!(socket.next_close_code().await, Some(1011));
+}
