@@ -102,11 +102,29 @@ pub trait MessageStore: Send + Sync {
 }
 
 /// Generates unique ids that sort in creation order: 24 lowercase hex characters, like a MongoDB
-/// ObjectId (4 bytes of Unix seconds, then an 8-byte sequence that never goes back).
-#[derive(Debug, Default)]
+/// ObjectId (4 bytes of Unix seconds, then an 8-byte sequence that never goes back). The sequence
+/// starts at a random point, so two generators (two processes, or a restarted one) do not hand out
+/// the same ids within a second, which would make a shared event store drop new messages as
+/// duplicates.
+#[derive(Debug)]
 pub struct MessageIdGenerator {
     last_seconds: u32,
     sequence: u64,
+}
+
+impl Default for MessageIdGenerator {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        // A randomly keyed hasher is the standard library's source of per-process randomness.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Self {
+            last_seconds: 0,
+            // Leaves 2^62 ids of headroom before the sequence could overflow.
+            sequence: random >> 2,
+        }
+    }
 }
 
 impl MessageIdGenerator {
@@ -278,6 +296,7 @@ mod tests {
         let b = ids.next_id();
         assert!(a < b);
         assert_eq!(a.len(), 24);
+        assert_ne!(a, MessageIdGenerator::default().next_id(), "generators do not collide");
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
     }
 
