@@ -25,6 +25,22 @@ pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(60);
 pub struct ClaimToken(String);
 
 impl ClaimToken {
+    /// A token unique across processes: a random per-process prefix and a counter.
+    pub fn unique() -> Self {
+        static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let process = PROCESS.get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        });
+        Self(format!(
+            "{process:016x}-{}",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
     /// Wraps a backend-generated unique token.
     pub fn new(token: impl Into<String>) -> Self {
         Self(token.into())
@@ -74,7 +90,6 @@ pub trait EventStore: Send + Sync {
 #[derive(Debug, Default)]
 pub struct InMemoryEventStore {
     entries: Mutex<HashMap<String, Entry>>,
-    tokens: AtomicU64,
     operations: AtomicU64,
 }
 
@@ -126,7 +141,7 @@ impl EventStore for InMemoryEventStore {
                 None => Claim::Completed,
             });
         }
-        let token = ClaimToken(self.tokens.fetch_add(1, Ordering::Relaxed).to_string());
+        let token = ClaimToken::unique();
         entries.insert(
             key.to_owned(),
             Entry {
@@ -310,6 +325,45 @@ impl Deduplicator {
     }
 }
 
+/// Default window of a [`Throttle`]: one notification per conversation per six hours.
+pub const DEFAULT_THROTTLE_TTL: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// Lets the first event of a key through per TTL and suppresses the rest: strategy 2 of the seed,
+/// where an ongoing conversation notifies its receiver once. Built on any [`EventStore`], so it is
+/// shared by every consumer that uses the same store; keys are `throttle:{key}`.
+#[derive(Clone)]
+pub struct Throttle {
+    store: Arc<dyn EventStore>,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Throttle {
+    /// A throttle with window `ttl` on `store`.
+    pub fn new(store: Arc<dyn EventStore>, ttl: Duration) -> Self {
+        Self { store, ttl }
+    }
+
+    /// True when this is the first event of `key` within the window (and marks it).
+    pub async fn allow(&self, key: &str) -> Result<bool, EventStoreError> {
+        let key = format!("throttle:{key}");
+        match self.store.claim(&key, self.ttl).await? {
+            Claim::Acquired(token) => {
+                self.store.complete(&key, &token, self.ttl).await?;
+                Ok(true)
+            }
+            Claim::Completed | Claim::InProgress => Ok(false),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +434,20 @@ mod tests {
             Ok(Claim::Acquired(_))
         ));
         drop(second);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_throttle_passes_once_per_key_per_window() {
+        let throttle = Throttle::new(Arc::new(InMemoryEventStore::new()), Duration::from_secs(60));
+        assert_eq!(throttle.allow("s1").await.ok(), Some(true));
+        assert_eq!(throttle.allow("s1").await.ok(), Some(false));
+        assert_eq!(
+            throttle.allow("s2").await.ok(),
+            Some(true),
+            "keys are independent"
+        );
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(throttle.allow("s1").await.ok(), Some(true), "a new window");
     }
 
     struct Unreachable;

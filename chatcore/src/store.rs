@@ -296,7 +296,11 @@ mod tests {
         let b = ids.next_id();
         assert!(a < b);
         assert_eq!(a.len(), 24);
-        assert_ne!(a, MessageIdGenerator::default().next_id(), "generators do not collide");
+        assert_ne!(
+            a,
+            MessageIdGenerator::default().next_id(),
+            "generators do not collide"
+        );
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
     }
 
