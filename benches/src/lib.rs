@@ -1,1 +1,4 @@
-//! Benchmarks live in `benches/`.
+//! Criterion micro-benchmarks of `chatcore`; the benchmarks live in `benches/`.
+//!
+//! Run them with `cargo bench -p chatcore-benches`; see `BENCHMARKS.md` at the workspace root
+//! for the figures of the last recorded run.

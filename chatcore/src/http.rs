@@ -296,7 +296,7 @@ async fn get_history(
     State(state): State<PersistenceState>,
     caller: Caller,
     QueryParams(params): QueryParams<HistoryParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HistoryPage>, ApiError> {
     let stream_id = required_stream_id(params.stream_id.as_deref())?;
     authorize_history(&caller, &stream_id, &params)?;
     let mut query = HistoryQuery::stream(stream_id).limit(parse_limit(params.limit.as_deref())?);
@@ -309,7 +309,14 @@ async fn get_history(
         query = query.before(before);
     }
     let messages = state.store.history(&query).await?;
-    Ok(Json(json!({ "messages": messages })))
+    Ok(Json(HistoryPage { messages }))
+}
+
+/// The answer of `GET /chat/messages`.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// Messages, ascending by `message_id`.
+    pub messages: Vec<ChatMessage>,
 }
 
 /// History needs no participants while authentication is off. An authenticated caller must name
@@ -412,11 +419,14 @@ async fn subscribe_chat(
     let ws = upgrade(ws)?;
     // Registered before the 101 answer: once the client sees the handshake complete, nothing
     // broadcast to the stream can miss it.
-    let subscription = Subscription::open(
+    let mut subscription = Subscription::open(
         Arc::clone(&state.sockets),
         &stream_id,
         state.session.clone(),
     );
+    if let Some(since) = &params.since {
+        subscription = subscription.after(since);
+    }
     let since = params.since;
     Ok(ws.on_upgrade(move |socket| async move {
         let replay = match since {

@@ -312,6 +312,7 @@ pub struct Subscription {
     receiver: SessionReceiver,
     config: SessionConfig,
     registered: bool,
+    floor: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -337,7 +338,16 @@ impl Subscription {
             receiver,
             config,
             registered,
+            floor: None,
         }
+    }
+
+    /// Skips every frame whose dedup id sorts at or below `since`: a client resuming after
+    /// `since` already has those messages, even when one of them was still in flight when it
+    /// reconnected. Message ids sort in store order (a [`crate::store::MessageStore`] guarantee).
+    pub fn after(mut self, since: &str) -> Self {
+        self.floor = Some(Arc::from(since));
+        self
     }
 
     /// Runs the session on `socket` until either side closes it or it fails: first `replay` (in
@@ -407,7 +417,8 @@ impl Subscription {
         frame: Frame,
     ) -> bool {
         if let Some(id) = &frame.dedup_id {
-            if !sent.insert(id) {
+            let already_had = self.floor.as_ref().is_some_and(|floor| id <= floor);
+            if already_had || !sent.insert(id) {
                 return true;
             }
         }

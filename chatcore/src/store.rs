@@ -82,6 +82,10 @@ pub enum StoreError {
 }
 
 /// Stores chat messages and answers history queries.
+///
+/// Message ids must be fixed-width strings that sort (byte-wise) in the order messages were
+/// stored within a stream, as ObjectIds and [`MessageIdGenerator`] ids do: `since`/`before`
+/// paging and gapless resumption rely on it.
 #[async_trait]
 pub trait MessageStore: Send + Sync {
     /// Stores a validated message, assigning `message_id` and `created_at`.

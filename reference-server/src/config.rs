@@ -102,9 +102,15 @@ pub struct Settings {
     /// MongoDB connection string (not supported by this build yet: the store is in memory).
     #[arg(long, env = "MONGO_URI")]
     pub mongo_uri: Option<String>,
-    /// Redis address (not supported by this build yet: the event store is in memory).
+    /// Redis `host:port` (or `redis://` URL) of the event store; in memory when unset.
     #[arg(long, env = "REDIS_ADDR")]
     pub redis_addr: Option<String>,
+    /// Redis password.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// Redis database number.
+    #[arg(long, env = "REDIS_DB", default_value_t = 0)]
+    pub redis_db: i64,
     /// Kafka bootstrap servers of the change feed (not supported by this build yet).
     #[arg(long, env = "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS")]
     pub kafka_bootstrap_servers: Option<String>,
@@ -129,6 +135,14 @@ pub enum ConfigError {
         variable: &'static str,
         /// The backend.
         backend: &'static str,
+    },
+    /// A backend's settings are unusable.
+    #[error("{variable}: {reason}")]
+    Backend {
+        /// The environment variable.
+        variable: &'static str,
+        /// What is wrong.
+        reason: String,
     },
     /// A value is out of range.
     #[error("{variable} {reason}")]
@@ -202,7 +216,6 @@ impl Settings {
     fn reject_unsupported_backends(&self) -> Result<(), ConfigError> {
         let configured = [
             ("MONGO_URI", "MongoDB", &self.mongo_uri),
-            ("REDIS_ADDR", "Redis", &self.redis_addr),
             (
                 "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
                 "Kafka",
@@ -264,13 +277,13 @@ mod tests {
     #[test]
     fn configured_but_unsupported_backends_are_refused() {
         let settings = Settings {
-            redis_addr: Some("127.0.0.1:6379".into()),
+            mongo_uri: Some("mongodb://127.0.0.1:27017".into()),
             ..Settings::parse_from(["chat-server"])
         };
         assert!(matches!(
             settings.app_config(),
             Err(ConfigError::UnsupportedBackend {
-                variable: "REDIS_ADDR",
+                variable: "MONGO_URI",
                 ..
             })
         ));

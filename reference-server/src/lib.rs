@@ -9,7 +9,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use chatcore::app::{Backends, ChatApp};
+use chatcore::dedup::UnavailablePolicy;
+use chatcore_redis::{RedisConfig, RedisEventStore};
 use tokio::net::TcpListener;
 
 pub use config::{Cli, ConfigError, Role, Settings};
@@ -31,9 +35,37 @@ pub enum ServerError {
 }
 
 /// The backends the settings name; the embedded defaults when none is set.
+///
+/// With `REDIS_ADDR` the event store is Redis. Redis joins `/readyz` only under the fail-closed
+/// policy: with fail-open (the default) the service keeps delivering while Redis is down.
 pub fn backends(settings: &Settings) -> Result<Backends, ConfigError> {
-    settings.app_config()?;
-    Ok(Backends::in_memory())
+    let config = settings.app_config()?;
+    let mut backends = Backends::in_memory();
+    if let Some(addr) = settings.redis_addr.as_deref().filter(|a| !a.is_empty()) {
+        let store = Arc::new(redis_event_store(settings, addr)?);
+        if config.dedup.on_unavailable == UnavailablePolicy::FailClosed {
+            let probe = Arc::clone(&store);
+            backends.readiness.push((
+                "redis".to_owned(),
+                Arc::new(move || {
+                    let probe = Arc::clone(&probe);
+                    Box::pin(async move { probe.ping().await.map_err(|e| e.to_string()) })
+                }),
+            ));
+        }
+        backends = backends.with_event_store(store);
+    }
+    Ok(backends)
+}
+
+fn redis_event_store(settings: &Settings, addr: &str) -> Result<RedisEventStore, ConfigError> {
+    let mut config = RedisConfig::new(addr, settings.event_store_key_prefix.clone());
+    config.password = settings.redis_password.clone();
+    config.db = settings.redis_db;
+    RedisEventStore::new(config).map_err(|e| ConfigError::Backend {
+        variable: "REDIS_ADDR",
+        reason: e.to_string(),
+    })
 }
 
 /// Builds the all-in-one node on the backends the settings name and starts its change handler.
@@ -79,7 +111,7 @@ pub async fn serve_app(
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             source,
         })?;
-    tracing::info!(%addr, "chat-server listening (role all, embedded backends)");
+    tracing::info!(%addr, "chat-server listening (role all)");
     let stopping = app.shutdown_token();
     let server = axum::serve(listener, app.router())
         .with_graceful_shutdown(stopping.clone().cancelled_owned());

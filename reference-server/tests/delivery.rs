@@ -449,3 +449,50 @@ async fn an_unavailable_store_answers_503_and_replays_close_with_1011() {
         .await;
     assert_eq!(socket.next_close_code().await, Some(1011));
 }
+
+/// Delays every chat delivery, so messages are still in flight when a client reconnects.
+struct Slow {
+    inner: Arc<dyn Forwarder>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Forwarder for Slow {
+    async fn forward(&self, delivery: &Delivery) -> Result<DeliveryReport, ForwardError> {
+        if delivery.tier() == Tier::Chat {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.inner.forward(delivery).await
+    }
+
+    async fn close_stream(&self, stream_id: &str, reason: &str) -> Result<usize, ForwardError> {
+        self.inner.close_stream(stream_id, reason).await
+    }
+}
+
+#[tokio::test]
+async fn a_client_resuming_with_since_never_gets_messages_it_already_had_that_were_in_flight() {
+    let server = TestServer::start_with(settings(&[]), |backends| {
+        backends.layer_forwarder(|inner| {
+            Arc::new(Slow {
+                inner,
+                delay: Duration::from_millis(100),
+            })
+        })
+    })
+    .await;
+    let mut had = Vec::new();
+    for i in 0..3 {
+        had.push(server.send(&format!("had {i}"), "alice", "bob").await);
+    }
+    // The client already shows all three (it read them from history) and resumes after the last,
+    // while the pipeline is still delivering them.
+    let since = had[2]["message_id"].as_str().expect("id").to_owned();
+    let mut socket = server.subscribe_chat("alice", "bob", Some(&since)).await;
+    let new = server.send("new", "bob", "alice").await;
+    assert_eq!(
+        socket.next_json().await,
+        new,
+        "nothing at or before `since` is sent again"
+    );
+}
