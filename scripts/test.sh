@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, then every test of the workspace, including the ones
-# that need real services (`--include-ignored`). Later issues start those services here through
-# scripts/services.sh. Exits non-zero on any failure.
+# The whole test suite: formatting, lints, the real services the backend tests need (started by
+# scripts/services.sh, stopped again at the end unless CHATCORE_KEEP_SERVICES=1), every test of
+# the workspace including the service-dependent ones (`--include-ignored`), and the embedded
+# end-to-end tests once more with the Redis event store. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -16,7 +17,17 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test"
+step "services up"
+if [ "${CHATCORE_KEEP_SERVICES:-0}" != "1" ]; then
+  trap 'scripts/services.sh down || true' EXIT
+fi
+eval "$(scripts/services.sh up)"
+scripts/services.sh status
+
+step "cargo test (all, including service-dependent tests)"
 cargo test --workspace --locked -- --include-ignored
+
+step "embedded end-to-end tests with REDIS_ADDR set"
+REDIS_ADDR="${CHATCORE_TEST_REDIS}" cargo test -p reference-server --locked --test embedded --test delivery
 
 step "done"
