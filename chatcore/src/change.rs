@@ -51,6 +51,23 @@ pub struct ChangeEvent {
     pub document: Option<serde_json::Value>,
     /// Where to commit once the event is done.
     pub position: SourcePosition,
+    /// Set when the source could not decode the record: the pipeline drops the event as
+    /// `invalid_format` and acknowledges it, so one poison record never blocks its partition.
+    pub malformed: Option<String>,
+}
+
+impl ChangeEvent {
+    /// An event for a record that could not be decoded.
+    pub fn malformed(key: String, position: SourcePosition, reason: impl Into<String>) -> Self {
+        Self {
+            op: Op::Create,
+            collection: String::new(),
+            key,
+            document: None,
+            position,
+            malformed: Some(reason.into()),
+        }
+    }
 }
 
 /// A source failed to produce or commit an event.
@@ -326,6 +343,7 @@ impl InMemoryChangeSource {
                 offset,
                 token: None,
             },
+            malformed: None,
         })
     }
 }

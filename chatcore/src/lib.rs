@@ -16,6 +16,7 @@
 pub mod app;
 pub mod change;
 pub mod config;
+pub mod debezium;
 pub mod dedup;
 pub mod email;
 pub mod forward;

@@ -254,7 +254,10 @@ impl Pipeline {
             match next {
                 Ok(Some(event)) => {
                     source_failures = 0;
-                    let planned = self.shared.handler.plan(&event);
+                    let planned = match &event.malformed {
+                        Some(_) => Err(DropReason::invalid_format),
+                        None => self.shared.handler.plan(&event),
+                    };
                     let index = self.shared.lane_of(&event, &planned);
                     let send = senders[index].send((event, planned));
                     tokio::select! {
@@ -295,7 +298,7 @@ impl Shared {
         let plan = match planned {
             Ok(plan) => plan,
             Err(reason) => {
-                tracing::debug!(consumer = %self.name(), ?reason, key = %event.key, "event dropped");
+                tracing::debug!(consumer = %self.name(), ?reason, key = %event.key, malformed = ?event.malformed, "event dropped");
                 self.metrics.drop_event(self.name(), reason);
                 self.acknowledge(&event).await;
                 return;
@@ -476,6 +479,7 @@ mod tests {
                 offset: 0,
                 token: None,
             },
+            malformed: None,
         }
     }
 
@@ -507,6 +511,102 @@ mod tests {
         assert_eq!(
             handler.plan(&event(Op::Create, Some(forged))),
             Err(DropReason::invalid_format)
+        );
+    }
+
+    /// Yields a fixed list of events, then ends; records what was acknowledged.
+    struct ListSource {
+        events: std::sync::Mutex<std::collections::VecDeque<ChangeEvent>>,
+        done: std::sync::Mutex<Vec<i64>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ChangeSource for ListSource {
+        async fn next(&self) -> Result<Option<ChangeEvent>, crate::change::ChangeError> {
+            Ok(self.events.lock().expect("lock").pop_front())
+        }
+        async fn done(
+            &self,
+            position: &crate::change::SourcePosition,
+        ) -> Result<(), crate::change::ChangeError> {
+            self.done.lock().expect("lock").push(position.offset);
+            Ok(())
+        }
+    }
+
+    /// Records every delivery.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<Delivery>>);
+
+    #[async_trait::async_trait]
+    impl Forwarder for Recorder {
+        async fn forward(
+            &self,
+            delivery: &Delivery,
+        ) -> Result<crate::forward::DeliveryReport, crate::forward::ForwardError> {
+            self.0.lock().expect("lock").push(delivery.clone());
+            Ok(crate::forward::DeliveryReport::default())
+        }
+        async fn close_stream(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<usize, crate::forward::ForwardError> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poison_record_is_dropped_acknowledged_and_the_feed_moves_on() {
+        let message = serde_json::json!({
+            "message_id": "m1", "content": "hi", "created_at": "2026-01-01T00:00:00Z",
+            "stream_id": crate::stream_id::stream_id("a", "b"), "sender_id": "a", "receiver_id": "b"
+        });
+        let position = |offset| crate::change::SourcePosition {
+            partition: 0,
+            offset,
+            token: None,
+        };
+        let poison = ChangeEvent::malformed("k".into(), position(0), "not JSON");
+        let mut valid = event(Op::Create, Some(message));
+        valid.position = position(1);
+        let mut duplicate = valid.clone();
+        duplicate.position = position(2);
+        let source = Arc::new(ListSource {
+            events: std::sync::Mutex::new([poison, valid, duplicate].into()),
+            done: std::sync::Mutex::default(),
+        });
+        let forwarder = Arc::new(Recorder::default());
+        let metrics = Arc::new(Metrics::new());
+        let dedup = Deduplicator::new(
+            Arc::new(crate::dedup::InMemoryEventStore::new()),
+            crate::dedup::DedupConfig::default(),
+            metrics.clone(),
+        );
+        let pipeline = Pipeline::new(
+            source.clone(),
+            Arc::new(ChatHandler::default()),
+            dedup,
+            forwarder.clone(),
+            PipelineConfig {
+                lanes: 1,
+                ..PipelineConfig::default()
+            },
+            metrics.clone(),
+        );
+        pipeline.run(CancellationToken::new()).await;
+        assert_eq!(
+            *source.done.lock().expect("lock"),
+            [0, 1, 2],
+            "all acknowledged, in order"
+        );
+        assert_eq!(metrics.dropped_count("chat", DropReason::invalid_format), 1);
+        assert_eq!(metrics.dropped_count("chat", DropReason::duplicate), 1);
+        assert_eq!(metrics.event_count("chat", Outcome::success), 1);
+        assert_eq!(
+            forwarder.0.lock().expect("lock").len(),
+            2,
+            "chat + notification, once"
         );
     }
 }
