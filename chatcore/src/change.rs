@@ -98,6 +98,9 @@ pub trait ChangeSource: Send + Sync {
 
     /// Tells the source that the pipeline is finished with the event at `position`.
     async fn done(&self, position: &SourcePosition) -> Result<(), ChangeError>;
+
+    /// Flushes what is finished (e.g. a final offset commit) before the consumer stops.
+    async fn close(&self) {}
 }
 
 /// Tracks delivered-but-unfinished offsets per partition and yields the commit point: the first

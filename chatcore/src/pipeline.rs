@@ -279,6 +279,7 @@ impl Pipeline {
         }
         drop(senders);
         while workers.join_next().await.is_some() {}
+        self.shared.source.close().await;
     }
 }
 
