@@ -2,7 +2,9 @@
 //! sessions got it.
 //!
 //! [`InProcessForwarder`] broadcasts to local [`SocketRegistry`]s (the embedded mode, and the body
-//! of the internal HTTP routes); an HTTP forwarder to remote tiers lives behind the same trait.
+//! of the internal HTTP routes); [`HttpForwarder`] calls remote tiers' internal routes.
+
+mod http;
 
 use std::sync::Arc;
 
@@ -11,6 +13,8 @@ use axum::extract::ws::Utf8Bytes;
 
 use crate::model::{ChatMessage, Notification};
 use crate::sockets::{CloseReason, Frame, SocketRegistry, FAILOVER_CLOSE_CODE};
+
+pub use http::{HttpForwarder, TierEndpoint, ROUTING_KEY_HEADER};
 
 /// The websocket tiers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,0 +1,196 @@
+//! [`HttpForwarder`]: delivers to websocket tiers running in other processes through their
+//! internal routes, the way the seed's change handler called its websocket services.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{Delivery, DeliveryReport, ForwardError, Forwarder};
+use crate::model::NotificationType;
+
+/// Header carrying the routing key (`stream_id` or `user_id`), so an L7 balancer can hash on it
+/// as well as on the query parameter.
+pub const ROUTING_KEY_HEADER: &str = "x-routing-key";
+
+/// One remote tier: its base URL and request timeout (the seed's `*_CLIENT_HOST` and
+/// `*_CLIENT_TIMEOUT`).
+#[derive(Debug, Clone)]
+pub struct TierEndpoint {
+    /// Base URL, e.g. `http://chat-ws.internal:8080`.
+    pub base_url: String,
+    /// Upper bound of one request.
+    pub timeout: Duration,
+}
+
+impl TierEndpoint {
+    /// An endpoint with a 5 s timeout.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Forwards over HTTP with connection pooling, answering with the 200 / 206 / 500 semantics of
+/// the internal routes: 200 and 206 are reports, a 500 carrying a report is a report with nothing
+/// delivered, anything else an error.
+#[derive(Debug, Clone)]
+pub struct HttpForwarder {
+    client: reqwest::Client,
+    chat: TierEndpoint,
+    notifications: TierEndpoint,
+    token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReportBody {
+    delivered: usize,
+    #[serde(default)]
+    failed: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClosedBody {
+    closed: usize,
+}
+
+impl HttpForwarder {
+    /// Forwards chat messages to `chat` and notifications to `notifications`. With `token`, every
+    /// request carries `Authorization: Bearer <token>` (`INTERNAL_TOKEN`).
+    pub fn new(chat: TierEndpoint, notifications: TierEndpoint, token: Option<String>) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            chat,
+            notifications,
+            token,
+        }
+    }
+
+    fn route(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<(&TierEndpoint, String, serde_json::Value), ForwardError> {
+        let encode = |e: serde_json::Error| ForwardError::Encode(e.to_string());
+        match delivery {
+            Delivery::Chat(message) => Ok((
+                &self.chat,
+                format!("/chat/forward-to-websocket?stream_id={}", message.stream_id),
+                serde_json::to_value(message).map_err(encode)?,
+            )),
+            Delivery::Notify {
+                user_id,
+                notification,
+            } => {
+                let path = match notification.notification_type {
+                    NotificationType::ChatNotification => "chat",
+                    NotificationType::PurchaseNotification => "purchase",
+                    NotificationType::PaymentReminderNotification => "payment-reminder",
+                    NotificationType::ShippingUpdateNotification => "shipping",
+                };
+                Ok((
+                    &self.notifications,
+                    format!("/notifications/{path}?user_id={}", encode_query(user_id)),
+                    notification.payload.clone(),
+                ))
+            }
+        }
+    }
+
+    async fn post(
+        &self,
+        endpoint: &TierEndpoint,
+        path_and_query: &str,
+        routing_key: &str,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::Response, ForwardError> {
+        let mut request = self
+            .client
+            .post(format!("{}{path_and_query}", endpoint.base_url))
+            .timeout(endpoint.timeout)
+            .header(ROUTING_KEY_HEADER, routing_key)
+            .json(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                ForwardError::Timeout(endpoint.timeout)
+            } else {
+                ForwardError::Transport(e.to_string())
+            }
+        })
+    }
+}
+
+/// Percent-encodes a query value (ids may hold any non-control character).
+fn encode_query(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(byte))
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+async fn unexpected(response: reqwest::Response) -> ForwardError {
+    let status = response.status().as_u16();
+    let mut body = response.text().await.unwrap_or_default();
+    body.truncate(512);
+    ForwardError::Status { status, body }
+}
+
+#[async_trait]
+impl Forwarder for HttpForwarder {
+    async fn forward(&self, delivery: &Delivery) -> Result<DeliveryReport, ForwardError> {
+        let (endpoint, path, body) = self.route(delivery)?;
+        let response = self
+            .post(endpoint, &path, delivery.routing_key(), &body)
+            .await?;
+        match response.status().as_u16() {
+            200 | 206 | 500 => {}
+            _ => return Err(unexpected(response).await),
+        }
+        let status = response.status().as_u16();
+        match response.json::<ReportBody>().await {
+            Ok(report) => Ok(DeliveryReport {
+                delivered: report.delivered,
+                failed: report.failed,
+            }),
+            Err(error) => Err(ForwardError::Status {
+                status,
+                body: format!("unreadable report: {error}"),
+            }),
+        }
+    }
+
+    async fn close_stream(&self, stream_id: &str, reason: &str) -> Result<usize, ForwardError> {
+        let body = serde_json::json!({ "stream_id": stream_id, "reason": reason });
+        let path = format!("/chat/close-stream?stream_id={stream_id}");
+        let response = self.post(&self.chat, &path, stream_id, &body).await?;
+        if response.status().as_u16() != 200 {
+            return Err(unexpected(response).await);
+        }
+        response
+            .json::<ClosedBody>()
+            .await
+            .map(|b| b.closed)
+            .map_err(|e| ForwardError::Transport(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode_query("user-1_a.b~"), "user-1_a.b~");
+        assert_eq!(encode_query("a b&c=é"), "a%20b%26c%3D%C3%A9");
+    }
+}
