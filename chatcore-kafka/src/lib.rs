@@ -20,10 +20,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatcore::change::{ChangeError, ChangeEvent, ChangeSource, OffsetTracker, Op, SourcePosition};
 use chatcore::debezium::{decode_key, decode_value, encode_change, RecordValue};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -258,6 +261,7 @@ impl ChangeSource for KafkaChangeSource {
 #[derive(Clone)]
 pub struct KafkaPublisher {
     producer: FutureProducer,
+    bootstrap_servers: String,
     database: String,
     timeout: Duration,
 }
@@ -311,9 +315,46 @@ impl KafkaPublisher {
             .map_err(|e| KafkaBackendError::Config(e.to_string()))?;
         Ok(Self {
             producer,
+            bootstrap_servers: bootstrap_servers.to_owned(),
             database: database.to_owned(),
             timeout: Duration::from_secs(30),
         })
+    }
+
+    /// Creates `topic` with `partitions` partitions (replication 1 is not assumed: the broker's
+    /// default applies) unless it exists.
+    pub async fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<(), KafkaBackendError> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .create()
+            .map_err(|e| KafkaBackendError::Config(e.to_string()))?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(
+                    topic,
+                    partitions,
+                    TopicReplication::Fixed(-1),
+                )],
+                &options,
+            )
+            .await
+            .map_err(|e| KafkaBackendError::Config(format!("create topic {topic}: {e}")))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(KafkaBackendError::Config(format!(
+                        "create topic {name}: {code}"
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Publishes one change to `topic` as a Debezium record keyed by the document's `stream_id`

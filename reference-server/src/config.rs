@@ -29,6 +29,9 @@ pub struct Cli {
 pub enum Role {
     /// Persistence API, change handler, chat and notification tiers in one process.
     All,
+    /// The change handler alone: Kafka change feed → event store → HTTP forwarders to the chat
+    /// and notification tiers (`CHAT_MESSAGE_SOCKET_TRANSFER_...`, `GENERAL_NOTIFICATION_...`).
+    ChangeHandler,
 }
 
 /// `fail-open` or `fail-closed`.
@@ -111,9 +114,42 @@ pub struct Settings {
     /// Redis database number.
     #[arg(long, env = "REDIS_DB", default_value_t = 0)]
     pub redis_db: i64,
-    /// Kafka bootstrap servers of the change feed (not supported by this build yet).
+    /// Kafka bootstrap servers of the change feed. In role `all` the store's changes are relayed
+    /// to the topic and consumed back from it; role `change-handler` requires it.
     #[arg(long, env = "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS")]
     pub kafka_bootstrap_servers: Option<String>,
+    /// Topic of the chat change events (Debezium's topic for the `chat` collection).
+    #[arg(
+        long,
+        env = "CHAT_PERSISTENCE_CHANGE_KAFKA_CONSUMER_INFO_TOPIC_NAME",
+        default_value = "chat.changes"
+    )]
+    pub kafka_topic: String,
+    /// Consumer group of the change handler.
+    #[arg(
+        long,
+        env = "CHAT_PERSISTENCE_CHANGE_KAFKA_CONSUMER_INFO_CONSUMER_NAME",
+        default_value = "chat-change-handler"
+    )]
+    pub kafka_group: String,
+    /// A new consumer group starts at the end of the topic instead of its beginning.
+    #[arg(long, env = "IGNORE_OLD_MESSAGE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub ignore_old_message: bool,
+    /// Partitions of the topic when role `all` creates it for its relay.
+    #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 3)]
+    pub kafka_topic_partitions: i32,
+    /// Base URL of the chat websocket tier (role `change-handler`).
+    #[arg(long, env = "CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_HOST")]
+    pub chat_ws_url: Option<String>,
+    /// Request timeout towards the chat websocket tier.
+    #[arg(long, env = "CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub chat_ws_timeout: Duration,
+    /// Base URL of the notification websocket tier (role `change-handler`).
+    #[arg(long, env = "GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_HOST")]
+    pub notifications_ws_url: Option<String>,
+    /// Request timeout towards the notification websocket tier.
+    #[arg(long, env = "GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub notifications_ws_timeout: Duration,
 }
 
 /// Log output format.
@@ -144,6 +180,14 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// A role needs a setting that is missing.
+    #[error("{variable} is required by role {role}")]
+    Missing {
+        /// The environment variable.
+        variable: &'static str,
+        /// The role.
+        role: &'static str,
+    },
     /// A value is out of range.
     #[error("{variable} {reason}")]
     Invalid {
@@ -162,6 +206,11 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// A setting that is set and not empty.
+    pub fn present(value: &Option<String>) -> Option<&str> {
+        value.as_deref().filter(|v| !v.trim().is_empty())
+    }
+
     /// Checks the settings and turns them into the library's configuration.
     pub fn app_config(&self) -> Result<AppConfig, ConfigError> {
         self.reject_unsupported_backends()?;
@@ -214,23 +263,22 @@ impl Settings {
     }
 
     fn reject_unsupported_backends(&self) -> Result<(), ConfigError> {
-        let configured = [
-            ("MONGO_URI", "MongoDB", &self.mongo_uri),
-            (
-                "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
-                "Kafka",
-                &self.kafka_bootstrap_servers,
-            ),
-        ];
-        match configured
-            .into_iter()
-            .find(|(_, _, value)| value.as_deref().is_some_and(|v| !v.is_empty()))
-        {
-            Some((variable, backend, _)) => {
-                Err(ConfigError::UnsupportedBackend { variable, backend })
-            }
+        match Self::present(&self.mongo_uri) {
+            Some(_) => Err(ConfigError::UnsupportedBackend {
+                variable: "MONGO_URI",
+                backend: "MongoDB",
+            }),
             None => Ok(()),
         }
+    }
+
+    /// A setting a role cannot run without.
+    pub fn required<'a>(
+        value: &'a Option<String>,
+        variable: &'static str,
+        role: &'static str,
+    ) -> Result<&'a str, ConfigError> {
+        Self::present(value).ok_or(ConfigError::Missing { variable, role })
     }
 }
 

@@ -11,7 +11,7 @@ async fn main() -> std::process::ExitCode {
     init_logging(&cli.settings.log_level, cli.settings.log_format);
     let role = cli.role.unwrap_or(Role::All);
     tracing::debug!(?role, "starting");
-    match reference_server::run(cli.settings, shutdown_signal()).await {
+    match reference_server::run(role, cli.settings, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("chat-server: {error}");

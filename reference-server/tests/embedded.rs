@@ -427,7 +427,7 @@ async fn health_readiness_and_metrics_answer() {
 #[tokio::test]
 async fn configuration_is_validated() {
     let bad = settings(&["--message-retry-multiplier", "0.5"]);
-    assert!(reference_server::build_app(&bad).is_err());
+    assert!(reference_server::build_app(&bad).await.is_err());
 }
 
 #[tokio::test]

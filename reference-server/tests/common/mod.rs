@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatcore::app::{Backends, ChatApp};
+use chatcore::app::Backends;
 use chatcore::metrics::Metrics;
 use chatcore::sockets::LocalSocketRegistry;
 use chatcore::stream_id::stream_id;
@@ -24,11 +24,18 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Upper bound of any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Settings as the environment and these flags give them.
+/// Settings as the environment and these flags give them. When the environment configures
+/// Kafka, each server gets a topic and consumer group of its own.
 pub fn settings(flags: &[&str]) -> Settings {
-    let mut args = vec!["chat-server"];
-    args.extend_from_slice(flags);
-    Settings::parse_from(args)
+    let mut args: Vec<String> = vec!["chat-server".into()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    let mut settings = Settings::parse_from(args);
+    if Settings::present(&settings.kafka_bootstrap_servers).is_some() {
+        let unique = chatcore::dedup::ClaimToken::unique();
+        settings.kafka_topic = format!("e2e-{}", unique.as_str());
+        settings.kafka_group = format!("e2e-group-{}", unique.as_str());
+    }
+    settings
 }
 
 /// A running server.
@@ -54,8 +61,9 @@ impl TestServer {
         settings: Settings,
         customize: impl FnOnce(Backends) -> Backends,
     ) -> Self {
-        let backends = customize(reference_server::backends(&settings).expect("backends"));
-        let app = ChatApp::start(backends, settings.app_config().expect("config"));
+        let app = reference_server::build_app_with(&settings, customize)
+            .await
+            .expect("app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
