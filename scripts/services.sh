@@ -6,9 +6,18 @@
 #   scripts/services.sh down     stop what `up` started
 #   scripts/services.sh status   say what is running
 #   scripts/services.sh env      print the variables without starting anything
+#   scripts/services.sh kafka-run <main class> [args...]
+#                                run a Kafka class (e.g. org.apache.kafka.tools.TopicCommand) on
+#                                the broker's classpath, for poking at the broker by hand
 #
 # Idempotent: a running service is reused. Ports: CHATCORE_REDIS_PORT (16379), CHATCORE_SMTP_PORT
-# (12525). Downloads and state live in .cache/ (git-ignored), so a second run is fast.
+# (12525), CHATCORE_KAFKA_PORT (19092) and CHATCORE_KAFKA_CONTROLLER_PORT (19093). Downloads and
+# state live in .cache/ (git-ignored), so a second run is fast (and needs no network).
+#
+# Kafka is a single-node KRaft broker (combined broker and controller, no ZooKeeper) assembled from
+# the org.apache.kafka:kafka_2.13 jars and their runtime dependencies, fetched once with Maven into
+# .cache/kafka-<version>/jars and run with the machine's Java. Each start of a broker that was not
+# running formats fresh storage, so every `up` after a `down` begins with no topics.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,8 +25,25 @@ cache="${CHATCORE_CACHE_DIR:-$root/.cache}"
 state="$cache/services"
 redis_port="${CHATCORE_REDIS_PORT:-16379}"
 smtp_port="${CHATCORE_SMTP_PORT:-12525}"
+kafka_port="${CHATCORE_KAFKA_PORT:-19092}"
+kafka_controller_port="${CHATCORE_KAFKA_CONTROLLER_PORT:-19093}"
+# A 4.x release (the class names below are those of 4.x); log4j pinned to the one it ships with.
+kafka_version="${CHATCORE_KAFKA_VERSION:-4.3.1}"
+kafka_log4j_version="${CHATCORE_KAFKA_LOG4J_VERSION:-2.25.4}"
+kafka_home="$cache/kafka-$kafka_version" # jars/ and config/
+kafka_state="$state/kafka"               # data/, kafka.log, kafka.pid
+kafka_wait_seconds=60
 venv="$cache/venv"
 mkdir -p "$state"
+
+# One `up` or `down` at a time per cache dir: two concurrent `up`s would both start a Kafka on the
+# same ports and data dir. flock -o keeps the lock out of the services this script starts.
+if [ "${1:-}" = up ] || [ "${1:-}" = down ]; then
+  if [ -z "${CHATCORE_SERVICES_LOCKED:-}" ] && command -v flock >/dev/null 2>&1; then
+    CHATCORE_SERVICES_LOCKED=1 exec flock -o "$state/.lock" "$0" "$@"
+  fi
+fi
+unset CHATCORE_SERVICES_LOCKED
 
 log() { printf 'services: %s\n' "$*" >&2; }
 
@@ -49,6 +75,15 @@ wait_for() { # wait_for <description> <command...>
   done
   log "$what did not come up; see $state"
   return 1
+}
+
+stop_pid() { # stop_pid <pid> <description> <seconds>: TERM, wait for the exit, KILL if it lingers
+  local pid="$1" what="$2" seconds="$3"
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 $((seconds * 10))); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  log "$what (pid $pid) did not stop within $seconds s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -84,10 +119,181 @@ smtp_up() {
 }
 
 smtp_down() {
-  if [ -f "$state/smtp/smtp.pid" ]; then
-    kill "$(cat "$state/smtp/smtp.pid")" 2>/dev/null || true
-    rm -f "$state/smtp/smtp.pid"
+  local pid
+  pid="$(cat "$state/smtp/smtp.pid" 2>/dev/null || true)"
+  if [ -n "$pid" ] && grep -qa aiosmtpd "/proc/$pid/cmdline" 2>/dev/null; then
+    stop_pid "$pid" "the SMTP sink" 10 # it takes a second or two to exit on TERM
   fi
+  rm -f "$state/smtp/smtp.pid"
+}
+
+# --- Kafka -------------------------------------------------------------------------------------
+kafka_fetch() {
+  if [ -f "$kafka_home/jars/.complete" ]; then return 0; fi
+  ensure_apt java default-jre-headless
+  ensure_apt mvn maven
+  log "fetching Kafka $kafka_version jars with Maven into $kafka_home/jars (first run only)"
+  mkdir -p "$kafka_home/maven"
+  # kafka-tools brings TopicCommand, ConsoleProducer and ConsoleConsumer; its Connect runtime
+  # (Jetty, Jersey) is not needed for those. log4j-slf4j-impl routes Kafka's SLF4J logging to the
+  # log4j 2 that kafka-server already depends on.
+  cat >"$kafka_home/maven/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.chatcore</groupId>
+  <artifactId>kafka-jars</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$kafka_version</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$kafka_version</version>
+      <exclusions>
+        <exclusion><groupId>org.apache.kafka</groupId><artifactId>connect-runtime</artifactId></exclusion>
+      </exclusions>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId><artifactId>log4j-api</artifactId><version>$kafka_log4j_version</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$kafka_log4j_version</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$kafka_log4j_version</version>
+    </dependency>
+  </dependencies>
+</project>
+POM
+  rm -rf "$kafka_home/jars.partial"
+  mvn -B -q -Dstyle.color=never -f "$kafka_home/maven/pom.xml" -Dmaven.repo.local="$cache/m2" \
+    org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$kafka_home/jars.partial" 2>&1 \
+    | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2
+  touch "$kafka_home/jars.partial/.complete"
+  rm -rf "$kafka_home/jars"
+  mv "$kafka_home/jars.partial" "$kafka_home/jars"
+}
+
+kafka_tool() { # kafka_tool <main class> [args...]: a short-lived Kafka command-line tool, on
+  # the broker's classpath; killed after $kafka_tool_timeout seconds if that is set
+  ${kafka_tool_timeout:+timeout "$kafka_tool_timeout"} java -Djava.awt.headless=true \
+    -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+    -Dlog4j2.configurationFile="$kafka_home/config/tools-log4j2.properties" \
+    -cp "$kafka_home/jars/*" "$@"
+}
+
+kafka_pid() { # the pid of the broker `up` started, if it is still running
+  local pid
+  pid="$(cat "$kafka_state/kafka.pid" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -qa 'kafka\.Kafka' "/proc/$pid/cmdline" 2>/dev/null \
+    && echo "$pid"
+}
+
+kafka_stop() {
+  local pid
+  if pid="$(kafka_pid)"; then stop_pid "$pid" Kafka 30; fi
+  rm -f "$kafka_state/kafka.pid"
+}
+
+kafka_config() {
+  mkdir -p "$kafka_home/config"
+  cat >"$kafka_home/config/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$kafka_controller_port
+listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$kafka_controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$kafka_controller_port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$kafka_state/data
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+PROPS
+  cat >"$kafka_home/config/log4j2.properties" <<'PROPS'
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = OUT
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = WARN
+PROPS
+  cat >"$kafka_home/config/tools-log4j2.properties" <<'PROPS'
+rootLogger.level = WARN
+rootLogger.appenderRef.err.ref = ERR
+appender.err.type = Console
+appender.err.name = ERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = [%d] %p %m (%c)%n
+PROPS
+}
+
+kafka_cluster_id() { # 16 random bytes, URL-safe base64 without padding, not starting with '-'
+  local id
+  while :; do
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    case "$id" in -*) ;; *) echo "$id"; return ;; esac
+  done
+}
+
+kafka_start() { # start the broker unless one answers; kafka_wait waits for it
+  kafka_fetch
+  if port_open "$kafka_port"; then return 0; fi
+  kafka_stop # a broker of ours that is not answering (still starting, or wedged): start afresh
+  mkdir -p "$kafka_state"
+  kafka_config
+  rm -rf "$kafka_state/data"
+  kafka_tool kafka.tools.StorageTool format --standalone --cluster-id "$(kafka_cluster_id)" \
+    --config "$kafka_home/config/server.properties" >"$kafka_state/format.log" 2>&1 \
+    || { log "formatting Kafka's storage failed:"; tail -20 "$kafka_state/format.log" >&2; return 1; }
+  nohup java -Djava.awt.headless=true -Xms256m -Xmx512m \
+    -Dlog4j2.configurationFile="$kafka_home/config/log4j2.properties" \
+    -cp "$kafka_home/jars/*" kafka.Kafka "$kafka_home/config/server.properties" \
+    >"$kafka_state/kafka.log" 2>&1 </dev/null &
+  echo $! >"$kafka_state/kafka.pid"
+}
+
+kafka_wait() { # until the broker serves requests: listening, then a topic listing succeeds
+  local deadline=$((SECONDS + kafka_wait_seconds)) pid
+  pid="$(cat "$kafka_state/kafka.pid" 2>/dev/null || true)"
+  until port_open "$kafka_port"; do
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      log "Kafka exited while starting; the end of $kafka_state/kafka.log:"
+      tail -20 "$kafka_state/kafka.log" >&2
+      return 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "Kafka on $kafka_port did not come up within ${kafka_wait_seconds} s; see $kafka_state/kafka.log"
+      return 1
+    fi
+    sleep 0.2
+  done
+  until kafka_tool_timeout=$((deadline - SECONDS > 10 ? deadline - SECONDS : 10)) \
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$kafka_port" --list \
+    >/dev/null 2>"$kafka_state/ready.log"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "Kafka on $kafka_port does not answer requests; see $kafka_state/ready.log and kafka.log"
+      tail -5 "$kafka_state/ready.log" >&2
+      return 1
+    fi
+    sleep 1
+  done
 }
 
 print_env() {
@@ -96,28 +302,44 @@ export CHATCORE_TEST_REDIS=redis://127.0.0.1:$redis_port
 export CHATCORE_TEST_REDIS_SERVER=$(command -v redis-server || echo redis-server)
 export CHATCORE_TEST_SMTP=127.0.0.1:$smtp_port
 export CHATCORE_TEST_SMTP_MAILDIR=$state/smtp/maildir
+export CHATCORE_TEST_KAFKA=127.0.0.1:$kafka_port
+export CHATCORE_TEST_KAFKA_HOME=$kafka_home
 ENV
 }
 
 case "${1:-}" in
   up)
+    kafka_start # the slowest to boot, so it starts first and the others come up meanwhile
     redis_up
     smtp_up
+    kafka_wait
     print_env
     ;;
   down)
     redis_down
     smtp_down
+    kafka_stop
     ;;
   status)
     if redis_ping; then echo "redis: up on 127.0.0.1:$redis_port"; else echo "redis: down"; fi
     if port_open "$smtp_port"; then echo "smtp: up on 127.0.0.1:$smtp_port"; else echo "smtp: down"; fi
+    if port_open "$kafka_port"; then
+      echo "kafka: up on 127.0.0.1:$kafka_port (Kafka $kafka_version$(pid="$(kafka_pid)" && echo ", pid $pid"))"
+    else
+      echo "kafka: down"
+    fi
     ;;
   env)
     print_env
     ;;
+  kafka-run)
+    shift
+    kafka_fetch
+    [ -f "$kafka_home/config/tools-log4j2.properties" ] || kafka_config
+    kafka_tool "$@"
+    ;;
   *)
-    echo "usage: $0 up|down|status|env" >&2
+    echo "usage: $0 up|down|status|env|kafka-run <main class> [args...]" >&2
     exit 2
     ;;
 esac
