@@ -2,7 +2,8 @@
 # The whole test suite: formatting, lints, the real services the backend tests need (started by
 # scripts/services.sh, stopped again at the end unless CHATCORE_KEEP_SERVICES=1), every test of
 # the workspace including the service-dependent ones (`--include-ignored`), and the embedded
-# end-to-end tests once more with the Redis event store. Exits non-zero on any failure.
+# end-to-end tests again with the Redis event store, then through Kafka and Redis. Exits non-zero
+# on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -27,7 +28,13 @@ scripts/services.sh status
 step "cargo test (all, including service-dependent tests)"
 cargo test --workspace --locked -- --include-ignored
 
-step "embedded end-to-end tests with REDIS_ADDR set"
-REDIS_ADDR="${CHATCORE_TEST_REDIS}" cargo test -p reference-server --locked --test embedded --test delivery
+step "embedded end-to-end tests with the Redis event store (REDIS_ADDR)"
+REDIS_ADDR="${CHATCORE_TEST_REDIS}" \
+  cargo test -p reference-server --locked --test embedded --test delivery
+
+step "embedded end-to-end tests through Kafka and Redis (store -> relay -> Kafka -> consumer)"
+REDIS_ADDR="${CHATCORE_TEST_REDIS}" \
+  CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS="${CHATCORE_TEST_KAFKA}" \
+  cargo test -p reference-server --locked --test embedded --test delivery
 
 step "done"

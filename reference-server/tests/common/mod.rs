@@ -24,13 +24,14 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Upper bound of any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Settings as the environment and these flags give them. When the environment configures
-/// Kafka, each server gets a topic and consumer group of its own.
+/// Settings as the environment and these flags give them. When Kafka is configured and the flags
+/// name no topic, each server gets a topic and consumer group of its own.
 pub fn settings(flags: &[&str]) -> Settings {
     let mut args: Vec<String> = vec!["chat-server".into()];
     args.extend(flags.iter().map(|f| f.to_string()));
     let mut settings = Settings::parse_from(args);
-    if Settings::present(&settings.kafka_bootstrap_servers).is_some() {
+    let named = flags.iter().any(|f| *f == "--kafka-topic");
+    if Settings::present(&settings.kafka_bootstrap_servers).is_some() && !named {
         let unique = chatcore::dedup::ClaimToken::unique();
         settings.kafka_topic = format!("e2e-{}", unique.as_str());
         settings.kafka_group = format!("e2e-group-{}", unique.as_str());
