@@ -49,11 +49,14 @@ pub enum ServerError {
     },
 }
 
+/// A named `/readyz` probe.
+type NamedCheck = (String, ReadinessCheck);
+
 /// The event store the settings name, with its readiness probe when it has one.
 fn event_store(
     settings: &Settings,
     config: &AppConfig,
-) -> Result<(Arc<dyn EventStore>, Option<(String, ReadinessCheck)>), ConfigError> {
+) -> Result<(Arc<dyn EventStore>, Option<NamedCheck>), ConfigError> {
     let Some(addr) = Settings::present(&settings.redis_addr) else {
         return Ok((Arc::new(InMemoryEventStore::new()), None));
     };
@@ -92,17 +95,14 @@ fn kafka_source(settings: &Settings, bootstrap: &str) -> Result<KafkaChangeSourc
 /// A task that runs beside a node and stops with it (the relay to Kafka).
 type Companion = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Starts a companion once the node's shutdown token exists.
+type CompanionStarter = Box<dyn FnOnce(CancellationToken) -> Companion + Send>;
+
 /// The backends of role `all` and the relay it needs when Kafka is configured.
 async fn all_in_one_backends(
     settings: &Settings,
     config: &AppConfig,
-) -> Result<
-    (
-        Backends,
-        Option<Box<dyn FnOnce(CancellationToken) -> Companion + Send>>,
-    ),
-    ConfigError,
-> {
+) -> Result<(Backends, Option<CompanionStarter>), ConfigError> {
     let (events, probe) = event_store(settings, config)?;
     let mut backends = Backends::in_memory().with_event_store(events);
     backends.readiness.extend(probe);
@@ -259,7 +259,7 @@ pub struct ChangeHandler {
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-    readiness: Vec<(String, ReadinessCheck)>,
+    readiness: Vec<NamedCheck>,
 }
 
 impl ChangeHandler {
