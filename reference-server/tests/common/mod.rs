@@ -30,7 +30,7 @@ pub fn settings(flags: &[&str]) -> Settings {
     let mut args: Vec<String> = vec!["chat-server".into()];
     args.extend(flags.iter().map(|f| f.to_string()));
     let mut settings = Settings::parse_from(args);
-    let named = flags.iter().any(|f| *f == "--kafka-topic");
+    let named = flags.contains(&"--kafka-topic");
     if Settings::present(&settings.kafka_bootstrap_servers).is_some() && !named {
         let unique = chatcore::dedup::ClaimToken::unique();
         settings.kafka_topic = format!("e2e-{}", unique.as_str());
