@@ -405,8 +405,8 @@ async fn exhausted_retries_run_the_failure_policy_and_then_commit() {
     let harness = Harness::start(source(&topic, &group), Some(forwarder.clone()), retry);
     harness.await_events(Outcome::failed, 1).await;
     assert_eq!(
-        *forwarder.closed.lock().expect("lock"),
-        [message.stream_id.clone()]
+        forwarder.closed.lock().expect("lock").as_slice(),
+        std::slice::from_ref(&message.stream_id)
     );
     harness.stop().await;
     assert_eq!(
