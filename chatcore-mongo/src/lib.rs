@@ -1,14 +1,71 @@
 //! # chatcore-mongo
 //!
-//! The MongoDB backend of chatcore (not implemented yet; it arrives with its own issue):
+//! The MongoDB backend of chatcore, on the official `mongodb` driver:
 //!
-//! - `MongoMessageStore`: a [`chatcore::store::MessageStore`] on the `chat` collection with
-//!   ObjectId message ids and the `{stream_id: 1, _id: 1}` index;
-//! - `MongoChangeStream`: a [`chatcore::change::ChangeSource`] over change streams that
-//!   checkpoints resume tokens only once the pipeline is done with an event;
-//! - `UserEmailDirectory`: recipients of email notifications from `user_email`.
+//! - [`MongoMessageStore`]: the [`chatcore::store::MessageStore`] on the `chat` collection, with
+//!   ObjectId message ids, the `{stream_id: 1, _id: 1}` index, idempotency keys, and a bounded
+//!   timeout on every call (a store that does not answer is "unavailable", never a hang);
+//! - [`MongoChangeStream`]: a [`chatcore::change::ChangeSource`] over a change stream of the
+//!   collection, decoding to the same change events as the Kafka source and checkpointing resume
+//!   tokens only once the pipeline is done with an event, so a restart resumes after the last
+//!   completed event;
+//! - [`MongoUserDirectory`]: recipients of e-mail notifications from `user_email`.
 //!
-//! Until then, `chat-server` refuses `MONGO_URI` with a clear message and runs on the embedded
-//! store.
+//! Everything here sticks to what MongoDB 6+ replica sets support.
 
 #![warn(missing_docs)]
+
+mod change_stream;
+mod directory;
+mod store;
+
+use std::time::Duration;
+
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+
+pub use change_stream::{MongoChangeStream, CHECKPOINT_COLLECTION};
+pub use directory::{MongoUserDirectory, USER_EMAIL_COLLECTION};
+pub use store::MongoMessageStore;
+
+/// Where and how to reach MongoDB (`MONGO_URI`, `MONGO_DATABASE`).
+#[derive(Debug, Clone)]
+pub struct MongoConfig {
+    /// The connection string.
+    pub uri: String,
+    /// The database holding `chat`, `user_email` and the change checkpoints.
+    pub database: String,
+    /// Upper bound of every store call and of server selection.
+    pub timeout: Duration,
+}
+
+impl MongoConfig {
+    /// A configuration with a 3 s timeout.
+    pub fn new(uri: impl Into<String>, database: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            database: database.into(),
+            timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// MongoDB could not be configured.
+#[derive(Debug, thiserror::Error)]
+#[error("MongoDB configuration: {0}")]
+pub struct MongoConfigError(String);
+
+/// Opens a client and its database. No round trip is made: connections are established lazily,
+/// so a service starts while MongoDB is down and answers 503 until it is back.
+pub async fn connect(config: &MongoConfig) -> Result<Database, MongoConfigError> {
+    let mut options = ClientOptions::parse(&config.uri)
+        .await
+        .map_err(|e| MongoConfigError(e.to_string()))?;
+    options.server_selection_timeout = Some(config.timeout);
+    options.connect_timeout = Some(config.timeout);
+    options
+        .app_name
+        .get_or_insert_with(|| "chatcore".to_owned());
+    let client = Client::with_options(options).map_err(|e| MongoConfigError(e.to_string()))?;
+    Ok(client.database(&config.database))
+}

@@ -194,8 +194,10 @@ fn decode_flattened(mut fields: Map<String, Value>) -> Result<RecordValue, Decod
     })
 }
 
-/// Normalizes a document and exposes `_id` as `message_id` when it has none.
-fn document(value: Value) -> Result<Value, DecodeError> {
+/// Normalizes an extended-JSON document to plain JSON and exposes `_id` as `message_id` when it
+/// has none: what every change source hands the pipeline, whether the document came from a
+/// Debezium record or straight from a MongoDB change stream.
+pub fn document(value: Value) -> Result<Value, DecodeError> {
     let Value::Object(mut fields) = normalize(value) else {
         return Err(fail("document is not an object"));
     };

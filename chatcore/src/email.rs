@@ -1,5 +1,5 @@
-//! Email: the [`EmailSender`] trait and an in-memory sender. The SMTP sender (lettre) and the
-//! templates arrive with the email consumer.
+//! Email: the [`EmailSender`] trait and an in-memory sender, and the [`UserDirectory`] that finds
+//! recipients. The SMTP sender (lettre) and the templates arrive with the email consumer.
 
 use std::sync::Mutex;
 
@@ -34,6 +34,62 @@ pub enum EmailError {
 pub trait EmailSender: Send + Sync {
     /// Sends one email.
     async fn send(&self, email: &EmailMessage) -> Result<(), EmailError>;
+}
+
+/// A user's e-mail address, from the `user_email` collection (`{user_id, email, name}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserEmail {
+    /// The user.
+    pub user_id: String,
+    /// Where to send.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// Looking a recipient up failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("user directory unavailable: {0}")]
+pub struct DirectoryError(pub String);
+
+/// Finds users' e-mail addresses.
+#[async_trait]
+pub trait UserDirectory: Send + Sync {
+    /// The address of `user_id`, or `None` when the user is unknown.
+    async fn lookup(&self, user_id: &str) -> Result<Option<UserEmail>, DirectoryError>;
+}
+
+/// A directory in memory: the embedded default and a test double with real behaviour.
+#[derive(Debug, Default)]
+pub struct InMemoryUserDirectory {
+    users: Mutex<std::collections::HashMap<String, UserEmail>>,
+}
+
+impl InMemoryUserDirectory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a user.
+    pub fn upsert(&self, user: UserEmail) {
+        self.users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user.user_id.clone(), user);
+    }
+}
+
+#[async_trait]
+impl UserDirectory for InMemoryUserDirectory {
+    async fn lookup(&self, user_id: &str) -> Result<Option<UserEmail>, DirectoryError> {
+        Ok(self
+            .users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user_id)
+            .cloned())
+    }
 }
 
 /// Keeps sent emails in memory: the embedded default, and what tests read back.

@@ -101,6 +101,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Unavailable(_) => Self::Unavailable(error.to_string()),
             StoreError::Backend(_) => Self::Internal(error.to_string()),
+            StoreError::InvalidCursor(_) => Self::BadRequest(error.to_string()),
         }
     }
 }

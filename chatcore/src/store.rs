@@ -79,6 +79,9 @@ pub enum StoreError {
     /// The backend answered with something this code cannot interpret.
     #[error("message store error: {0}")]
     Backend(String),
+    /// A `since` or `before` id is not an id this store ever hands out; the HTTP layer answers 400.
+    #[error("invalid message id: {0}")]
+    InvalidCursor(String),
 }
 
 /// Stores chat messages and answers history queries.

@@ -1,0 +1,72 @@
+//! The user e-mail directory on `user_email`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatcore::email::{DirectoryError, UserDirectory, UserEmail};
+use mongodb::bson::doc;
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
+
+/// The collection: `{user_id, email, name}`, unique on `user_id`.
+pub const USER_EMAIL_COLLECTION: &str = "user_email";
+
+/// Finds recipients in `user_email`.
+#[derive(Debug, Clone)]
+pub struct MongoUserDirectory {
+    users: Collection<UserEmail>,
+    timeout: Duration,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> DirectoryError {
+    DirectoryError(error.to_string())
+}
+
+impl MongoUserDirectory {
+    /// A directory on `database`.
+    pub fn new(database: &Database, timeout: Duration) -> Self {
+        Self {
+            users: database.collection(USER_EMAIL_COLLECTION),
+            timeout,
+        }
+    }
+
+    /// Creates the unique index on `user_id` (idempotent).
+    pub async fn create_indexes(&self) -> Result<(), DirectoryError> {
+        let index = IndexModel::builder()
+            .keys(doc! { "user_id": 1 })
+            .options(IndexOptions::builder().unique(true).build())
+            .build();
+        tokio::time::timeout(self.timeout, self.users.create_index(index))
+            .await
+            .map_err(|_| unavailable("MongoDB did not answer in time"))?
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    /// Adds or replaces a user's address.
+    pub async fn upsert(&self, user: &UserEmail) -> Result<(), DirectoryError> {
+        let write = self
+            .users
+            .replace_one(doc! { "user_id": &user.user_id }, user)
+            .upsert(true);
+        tokio::time::timeout(self.timeout, write)
+            .await
+            .map_err(|_| unavailable("MongoDB did not answer in time"))?
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl UserDirectory for MongoUserDirectory {
+    async fn lookup(&self, user_id: &str) -> Result<Option<UserEmail>, DirectoryError> {
+        tokio::time::timeout(
+            self.timeout,
+            self.users.find_one(doc! { "user_id": user_id }),
+        )
+        .await
+        .map_err(|_| unavailable("MongoDB did not answer in time"))?
+        .map_err(unavailable)
+    }
+}

@@ -1,0 +1,245 @@
+//! The message store on the `chat` collection.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatcore::model::{ChatMessage, ValidMessage};
+use chatcore::store::{HistoryQuery, Inserted, MessageStore, StoreError, CHAT_COLLECTION};
+use futures::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{doc, DateTime as BsonDateTime, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
+
+/// Collection of idempotency claims: `{_id: "<sender_id>\u{1f}<key>", message_id: ObjectId}`.
+pub const IDEMPOTENCY_COLLECTION: &str = "chat_idempotency";
+
+/// MongoDB's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// The chat message store. Documents are
+/// `{_id: ObjectId, content, created_at: Date, stream_id, sender_id, receiver_id}`; the
+/// `message_id` on the wire is the ObjectId's hex.
+#[derive(Debug, Clone)]
+pub struct MongoMessageStore {
+    chat: Collection<Document>,
+    idempotency: Collection<Document>,
+    database: Database,
+    timeout: Duration,
+}
+
+fn unavailable(error: mongodb::error::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    matches!(
+        error.kind.as_ref(),
+        ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == DUPLICATE_KEY
+    )
+}
+
+impl MongoMessageStore {
+    /// A store on `database` whose every call is bounded by `timeout`.
+    pub fn new(database: Database, timeout: Duration) -> Self {
+        Self {
+            chat: database.collection(CHAT_COLLECTION),
+            idempotency: database.collection(IDEMPOTENCY_COLLECTION),
+            database,
+            timeout,
+        }
+    }
+
+    /// Creates the `{stream_id: 1, _id: 1}` history index (idempotent).
+    pub async fn create_indexes(&self) -> Result<(), StoreError> {
+        let index = IndexModel::builder()
+            .keys(doc! { "stream_id": 1, "_id": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name("stream_id_1__id_1".to_owned())
+                    .build(),
+            )
+            .build();
+        self.bounded(async { self.chat.create_index(index).await })
+            .await
+            .map(|_| ())
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = mongodb::error::Result<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "MongoDB did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    async fn find_message(&self, id: ObjectId) -> Result<Option<ChatMessage>, StoreError> {
+        let found = self
+            .bounded(async { self.chat.find_one(doc! { "_id": id }).await })
+            .await?;
+        found.map(|d| from_document(&d)).transpose()
+    }
+
+    /// The message a repeated idempotency key points at, waiting briefly for a concurrent first
+    /// request to finish its insert.
+    async fn first_of(&self, claim: &str) -> Result<ChatMessage, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let claimed = self
+                .bounded(async { self.idempotency.find_one(doc! { "_id": claim }).await })
+                .await?;
+            if let Some(id) = claimed.and_then(|c| c.get_object_id("message_id").ok()) {
+                if let Some(message) = self.find_message(id).await? {
+                    return Ok(message);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(
+                    "the first request with this idempotency key has not finished".to_owned(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn to_document(message: &ChatMessage, id: ObjectId) -> Document {
+    doc! {
+        "_id": id,
+        "content": &message.content,
+        "created_at": BsonDateTime::from_millis(message.created_at.timestamp_millis()),
+        "stream_id": &message.stream_id,
+        "sender_id": &message.sender_id,
+        "receiver_id": &message.receiver_id,
+    }
+}
+
+fn from_document(document: &Document) -> Result<ChatMessage, StoreError> {
+    let bad = |field: &str| StoreError::Backend(format!("chat document without a valid {field}"));
+    let text = |field: &str| {
+        document
+            .get_str(field)
+            .map(str::to_owned)
+            .map_err(|_| bad(field))
+    };
+    let created_at = document
+        .get_datetime("created_at")
+        .map_err(|_| bad("created_at"))?;
+    Ok(ChatMessage {
+        message_id: document
+            .get_object_id("_id")
+            .map_err(|_| bad("_id"))?
+            .to_hex(),
+        content: text("content")?,
+        created_at: chrono::DateTime::from_timestamp_millis(created_at.timestamp_millis())
+            .ok_or_else(|| bad("created_at"))?,
+        stream_id: text("stream_id")?,
+        sender_id: text("sender_id")?,
+        receiver_id: text("receiver_id")?,
+    })
+}
+
+fn cursor(field: &'static str, id: &str) -> Result<ObjectId, StoreError> {
+    ObjectId::parse_str(id)
+        .map_err(|_| StoreError::InvalidCursor(format!("{field} {id:?} is not a message id")))
+}
+
+#[async_trait]
+impl MessageStore for MongoMessageStore {
+    async fn insert(
+        &self,
+        message: ValidMessage,
+        idempotency_key: Option<&str>,
+    ) -> Result<Inserted, StoreError> {
+        let id = ObjectId::new();
+        let claim = idempotency_key.map(|key| format!("{}\u{1f}{key}", message.sender_id()));
+        if let Some(claim) = &claim {
+            // Claim the key before writing the message, so a repeat never produces a second
+            // change event.
+            let claimed = tokio::time::timeout(
+                self.timeout,
+                self.idempotency
+                    .insert_one(doc! { "_id": claim, "message_id": id }),
+            )
+            .await
+            .map_err(|_| StoreError::Unavailable("MongoDB did not answer in time".to_owned()))?;
+            match claimed {
+                Ok(_) => {}
+                Err(error) if is_duplicate_key(&error) => {
+                    return Ok(Inserted {
+                        message: self.first_of(claim).await?,
+                        created: false,
+                    });
+                }
+                Err(error) => return Err(unavailable(error)),
+            }
+        }
+        let stored = message.into_stored(id.to_hex(), chrono::Utc::now());
+        let written = self
+            .bounded(async { self.chat.insert_one(to_document(&stored, id)).await })
+            .await;
+        if let Err(error) = written {
+            if let Some(claim) = &claim {
+                // Best effort: let the client's retry claim the key again.
+                let _ = self
+                    .bounded(async { self.idempotency.delete_one(doc! { "_id": claim }).await })
+                    .await;
+            }
+            return Err(error);
+        }
+        Ok(Inserted {
+            message: stored,
+            created: true,
+        })
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<ChatMessage>, StoreError> {
+        let mut range = Document::new();
+        if let Some(since) = &query.since {
+            range.insert("$gt", cursor("since", since)?);
+        }
+        if let Some(before) = &query.before {
+            range.insert("$lt", cursor("before", before)?);
+        }
+        let mut filter = doc! { "stream_id": &query.stream_id };
+        if !range.is_empty() {
+            filter.insert("_id", range);
+        }
+        // `before` pages are the messages immediately preceding it: read them newest first.
+        let newest_first = query.before.is_some();
+        let order = if newest_first { -1 } else { 1 };
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let documents: Vec<Document> = self
+            .bounded(async {
+                self.chat
+                    .find(filter)
+                    .sort(doc! { "_id": order })
+                    .limit(limit)
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        let mut messages = documents
+            .iter()
+            .map(from_document)
+            .collect::<Result<Vec<_>, _>>()?;
+        if newest_first {
+            messages.reverse();
+        }
+        Ok(messages)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(async { self.database.run_command(doc! { "ping": 1 }).await })
+            .await
+            .map(|_| ())
+    }
+}
