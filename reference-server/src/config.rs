@@ -32,6 +32,9 @@ pub enum Role {
     /// The change handler alone: Kafka change feed → event store → HTTP forwarders to the chat
     /// and notification tiers (`CHAT_MESSAGE_SOCKET_TRANSFER_...`, `GENERAL_NOTIFICATION_...`).
     ChangeHandler,
+    /// Publishes the MongoDB change stream of `chat` to Kafka in Debezium's shape (`MONGO_URI`
+    /// and `CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS` required).
+    Relay,
 }
 
 /// `fail-open` or `fail-closed`.
@@ -102,9 +105,15 @@ pub struct Settings {
     /// Log output: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
-    /// MongoDB connection string (not supported by this build yet: the store is in memory).
-    #[arg(long, env = "MONGO_URI")]
+    /// MongoDB connection string of the message store; in memory when unset.
+    #[arg(long, env = "MONGO_URI", hide_env_values = true)]
     pub mongo_uri: Option<String>,
+    /// MongoDB database holding `chat`, `user_email` and the change checkpoints.
+    #[arg(long, env = "MONGO_DATABASE", default_value = "chat_db")]
+    pub mongo_database: String,
+    /// Upper bound of every MongoDB call (a store that does not answer is a 503, not a hang).
+    #[arg(long, env = "MONGO_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub mongo_timeout: Duration,
     /// Redis `host:port` (or `redis://` URL) of the event store; in memory when unset.
     #[arg(long, env = "REDIS_ADDR")]
     pub redis_addr: Option<String>,
@@ -164,14 +173,6 @@ pub enum LogFormat {
 /// A setting that cannot be honoured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// A backend was configured that this build cannot use yet.
-    #[error("{variable} is set, but this build has no {backend} backend yet; unset it to run on the embedded default")]
-    UnsupportedBackend {
-        /// The environment variable.
-        variable: &'static str,
-        /// The backend.
-        backend: &'static str,
-    },
     /// A backend's settings are unusable.
     #[error("{variable}: {reason}")]
     Backend {
@@ -213,7 +214,6 @@ impl Settings {
 
     /// Checks the settings and turns them into the library's configuration.
     pub fn app_config(&self) -> Result<AppConfig, ConfigError> {
-        self.reject_unsupported_backends()?;
         if self.max_content_bytes == 0 {
             return Err(ConfigError::Invalid {
                 variable: "MAX_CONTENT_BYTES",
@@ -260,16 +260,6 @@ impl Settings {
                 },
             },
         })
-    }
-
-    fn reject_unsupported_backends(&self) -> Result<(), ConfigError> {
-        match Self::present(&self.mongo_uri) {
-            Some(_) => Err(ConfigError::UnsupportedBackend {
-                variable: "MONGO_URI",
-                backend: "MongoDB",
-            }),
-            None => Ok(()),
-        }
     }
 
     /// A setting a role cannot run without.
@@ -323,17 +313,12 @@ mod tests {
     }
 
     #[test]
-    fn configured_but_unsupported_backends_are_refused() {
-        let settings = Settings {
-            mongo_uri: Some("mongodb://127.0.0.1:27017".into()),
-            ..Settings::parse_from(["chat-server"])
-        };
-        assert!(matches!(
-            settings.app_config(),
-            Err(ConfigError::UnsupportedBackend {
-                variable: "MONGO_URI",
-                ..
-            })
-        ));
+    fn roles_name_the_variable_they_miss() {
+        let settings = Settings::parse_from(["chat-server"]);
+        assert_eq!(
+            Settings::required(&settings.chat_ws_url, "CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_HOST", "change-handler")
+                .map_err(|e| e.to_string()),
+            Err("CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_HOST is required by role change-handler".to_owned())
+        );
     }
 }

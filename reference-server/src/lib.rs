@@ -25,9 +25,11 @@ use chatcore::forward::{HttpForwarder, TierEndpoint};
 use chatcore::http::{self, OpsState, ReadinessCheck};
 use chatcore::metrics::Metrics;
 use chatcore::pipeline::{ChatHandler, Pipeline};
-use chatcore::store::InMemoryMessageStore;
+use chatcore::store::{InMemoryMessageStore, MessageStore, CHAT_COLLECTION};
 use chatcore_kafka::{KafkaChangeSource, KafkaPublisher, KafkaSourceConfig};
+use chatcore_mongo::{MongoChangeStream, MongoConfig, MongoMessageStore};
 use chatcore_redis::{RedisConfig, RedisEventStore};
+use mongodb::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -98,40 +100,108 @@ type Companion = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Starts a companion once the node's shutdown token exists.
 type CompanionStarter = Box<dyn FnOnce(CancellationToken) -> Companion + Send>;
 
-/// The backends of role `all` and the relay it needs when Kafka is configured.
+fn kafka_error(error: chatcore_kafka::KafkaBackendError) -> ConfigError {
+    ConfigError::Backend {
+        variable: "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
+        reason: error.to_string(),
+    }
+}
+
+fn mongo_error(error: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Backend {
+        variable: "MONGO_URI",
+        reason: error.to_string(),
+    }
+}
+
+/// The message store the settings name and a way to open consumers of its change feed.
+enum Store {
+    Memory(Arc<InMemoryMessageStore>),
+    Mongo(Database, Duration),
+}
+
+impl Store {
+    async fn open(settings: &Settings) -> Result<Self, ConfigError> {
+        let Some(uri) = Settings::present(&settings.mongo_uri) else {
+            return Ok(Self::Memory(Arc::new(InMemoryMessageStore::new())));
+        };
+        let config = MongoConfig {
+            timeout: settings.mongo_timeout,
+            ..MongoConfig::new(uri, &settings.mongo_database)
+        };
+        let database = chatcore_mongo::connect(&config)
+            .await
+            .map_err(mongo_error)?;
+        Ok(Self::Mongo(database, settings.mongo_timeout))
+    }
+
+    async fn message_store(&self) -> Result<Arc<dyn MessageStore>, ConfigError> {
+        match self {
+            Self::Memory(store) => Ok(store.clone()),
+            Self::Mongo(database, timeout) => {
+                let store = MongoMessageStore::new(database.clone(), *timeout);
+                store.create_indexes().await.map_err(mongo_error)?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+
+    /// The store's change feed, read as consumer `consumer`.
+    async fn feed(&self, consumer: &str) -> Result<Arc<dyn ChangeSource>, ConfigError> {
+        match self {
+            Self::Memory(store) => Ok(Arc::new(store.change_source(consumer))),
+            Self::Mongo(database, timeout) => Ok(Arc::new(
+                MongoChangeStream::open(database, CHAT_COLLECTION, consumer, *timeout)
+                    .await
+                    .map_err(mongo_error)?,
+            )),
+        }
+    }
+}
+
+/// Consumer name of the relay on the store's change feed.
+const RELAY_CONSUMER: &str = "kafka-relay";
+
+/// A relay of the store's feed to the Kafka topic, started once the node's shutdown token exists.
+async fn kafka_relay(
+    settings: &Settings,
+    bootstrap: &str,
+    feed: Arc<dyn ChangeSource>,
+) -> Result<CompanionStarter, ConfigError> {
+    let publisher =
+        KafkaPublisher::new(bootstrap, &settings.mongo_database).map_err(kafka_error)?;
+    publisher
+        .ensure_topic(&settings.kafka_topic, settings.kafka_topic_partitions)
+        .await
+        .map_err(kafka_error)?;
+    let topic = settings.kafka_topic.clone();
+    Ok(Box::new(move |shutdown: CancellationToken| -> Companion {
+        Box::pin(chatcore_kafka::relay(feed, publisher, topic, shutdown))
+    }))
+}
+
+/// The backends of role `all` and the relay it needs when Kafka is configured: the store is
+/// MongoDB or in memory; the change handler reads the store's own feed, or Kafka fed by a relay.
 async fn all_in_one_backends(
     settings: &Settings,
     config: &AppConfig,
 ) -> Result<(Backends, Option<CompanionStarter>), ConfigError> {
     let (events, probe) = event_store(settings, config)?;
+    let store = Store::open(settings).await?;
     let mut backends = Backends::in_memory().with_event_store(events);
     backends.readiness.extend(probe);
-    let Some(bootstrap) = Settings::present(&settings.kafka_bootstrap_servers) else {
-        return Ok((backends, None));
-    };
-    let kafka_error = |e: chatcore_kafka::KafkaBackendError| ConfigError::Backend {
-        variable: "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
-        reason: e.to_string(),
-    };
-    let store = Arc::new(InMemoryMessageStore::new());
-    let publisher = KafkaPublisher::new(bootstrap, "chatcore").map_err(kafka_error)?;
-    publisher
-        .ensure_topic(&settings.kafka_topic, settings.kafka_topic_partitions)
-        .await
-        .map_err(kafka_error)?;
-    let relay_source: Arc<dyn ChangeSource> = Arc::new(store.change_source("kafka-relay"));
-    let topic = settings.kafka_topic.clone();
-    let relay = move |shutdown: CancellationToken| -> Companion {
-        Box::pin(chatcore_kafka::relay(
-            relay_source,
-            publisher,
-            topic,
-            shutdown,
-        ))
-    };
-    backends.store = store;
-    backends.source = Arc::new(kafka_source(settings, bootstrap)?);
-    Ok((backends, Some(Box::new(relay))))
+    backends.store = store.message_store().await?;
+    match Settings::present(&settings.kafka_bootstrap_servers) {
+        None => {
+            backends.source = store.feed(&settings.kafka_group).await?;
+            Ok((backends, None))
+        }
+        Some(bootstrap) => {
+            let relay = kafka_relay(settings, bootstrap, store.feed(RELAY_CONSUMER).await?).await?;
+            backends.source = Arc::new(kafka_source(settings, bootstrap)?);
+            Ok((backends, Some(relay)))
+        }
+    }
 }
 
 /// Builds the all-in-one node on the backends the settings name, lets `customize` adjust them
@@ -167,6 +237,7 @@ pub async fn run(
     match role {
         Role::All => serve(settings, listener, shutdown).await,
         Role::ChangeHandler => serve_change_handler(settings, listener, shutdown).await,
+        Role::Relay => serve_relay(settings, listener, shutdown).await,
     }
 }
 
@@ -362,5 +433,44 @@ pub async fn serve_change_handler(
         tracing::warn!("events still in flight at SHUTDOWN_TIMEOUT will be redelivered");
     }
     tracing::info!("change handler stopped");
+    Ok(())
+}
+
+/// Serves role `relay`: the MongoDB change stream of `chat` published to Kafka in Debezium's
+/// shape, checkpointed after each record Kafka acknowledged.
+pub async fn serve_relay(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    const ROLE: &str = "relay";
+    settings.app_config()?;
+    Settings::required(&settings.mongo_uri, "MONGO_URI", ROLE)?;
+    let bootstrap = Settings::required(
+        &settings.kafka_bootstrap_servers,
+        "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
+        ROLE,
+    )?;
+    let store = Store::open(&settings).await?;
+    let relay = kafka_relay(&settings, bootstrap, store.feed(RELAY_CONSUMER).await?).await?;
+    let stopping = CancellationToken::new();
+    let task = tokio::spawn(relay(stopping.clone()));
+    let ops = http::with_common_layers(http::ops_router(OpsState {
+        metrics: Arc::new(Metrics::new()),
+        readiness: Vec::new(),
+    }));
+    let drained = serve_router(
+        ops,
+        listener,
+        stopping.clone(),
+        settings.shutdown_timeout,
+        shutdown,
+        || stopping.cancel(),
+    )
+    .await?;
+    let remaining = settings.shutdown_timeout.saturating_sub(drained);
+    if tokio::time::timeout(remaining, task).await.is_err() {
+        tracing::warn!("relay still publishing at SHUTDOWN_TIMEOUT; unacknowledged changes are republished on restart");
+    }
     Ok(())
 }
