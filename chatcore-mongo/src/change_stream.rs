@@ -59,7 +59,7 @@ fn unavailable(error: impl std::fmt::Display) -> ChangeError {
 
 impl MongoChangeStream {
     /// Watches `collection` of `database` for `consumer`, resuming after its checkpoint if it has
-    /// one (otherwise from now).
+    /// one (otherwise from now). The stream is open when this returns.
     pub async fn open(
         database: &Database,
         collection: &str,
@@ -76,7 +76,7 @@ impl MongoChangeStream {
             .map(mongodb::bson::from_bson::<ResumeToken>)
             .transpose()
             .map_err(|e| unavailable(format!("unreadable checkpoint of {consumer}: {e}")))?;
-        Ok(Self {
+        let source = Self {
             collection: database.collection(collection),
             checkpoints,
             consumer: consumer.to_owned(),
@@ -87,7 +87,10 @@ impl MongoChangeStream {
                 next_offset: 0,
             }),
             pending: Mutex::new(Pending::default()),
-        })
+        };
+        // Opened now, so every change from this point on is seen even before the first read.
+        source.reopen(&mut *source.reader.lock().await).await?;
+        Ok(source)
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {

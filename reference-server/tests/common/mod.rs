@@ -24,8 +24,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Upper bound of any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Settings as the environment and these flags give them. When Kafka is configured and the flags
-/// name no topic, each server gets a topic and consumer group of its own.
+/// Settings as the environment and these flags give them. When Kafka or MongoDB is configured and
+/// the flags name no topic or database, each server gets a topic, group and database of its own.
 pub fn settings(flags: &[&str]) -> Settings {
     let mut args: Vec<String> = vec!["chat-server".into()];
     args.extend(flags.iter().map(|f| f.to_string()));
@@ -35,6 +35,10 @@ pub fn settings(flags: &[&str]) -> Settings {
         let unique = chatcore::dedup::ClaimToken::unique();
         settings.kafka_topic = format!("e2e-{}", unique.as_str());
         settings.kafka_group = format!("e2e-group-{}", unique.as_str());
+    }
+    if Settings::present(&settings.mongo_uri).is_some() && !flags.contains(&"--mongo-database") {
+        let unique = chatcore::dedup::ClaimToken::unique();
+        settings.mongo_database = format!("e2e_{}", unique.as_str().replace('-', "_"));
     }
     settings
 }
