@@ -11,13 +11,21 @@
 #                                the broker's classpath, for poking at the broker by hand
 #
 # Idempotent: a running service is reused. Ports: CHATCORE_REDIS_PORT (16379), CHATCORE_SMTP_PORT
-# (12525), CHATCORE_KAFKA_PORT (19092) and CHATCORE_KAFKA_CONTROLLER_PORT (19093). Downloads and
-# state live in .cache/ (git-ignored), so a second run is fast (and needs no network).
+# (12525), CHATCORE_KAFKA_PORT (19092), CHATCORE_KAFKA_CONTROLLER_PORT (19093) and
+# CHATCORE_MONGO_PORT (27117). Downloads and state live in .cache/ (git-ignored), so a second run is
+# fast (and needs no network).
 #
 # Kafka is a single-node KRaft broker (combined broker and controller, no ZooKeeper) assembled from
 # the org.apache.kafka:kafka_2.13 jars and their runtime dependencies, fetched once with Maven into
 # .cache/kafka-<version>/jars and run with the machine's Java. Each start of a broker that was not
 # running formats fresh storage, so every `up` after a `down` begins with no topics.
+#
+# MongoDB is de.bwaldvogel:mongo-java-server, a MongoDB wire-protocol server in Java, with its
+# in-memory backend and its oplog enabled so change streams work: the jars are fetched once with
+# Maven into .cache/mongo-java-server-<version>/jars, scripts/mongo/MongoLauncher.java is compiled
+# against them (again only when the source changes) and run with the machine's Java. Being in
+# memory, every start after a `down` begins empty. If CHATCORE_TEST_MONGO_URI is already set to
+# another server, that server is used instead: nothing is started and its URI is printed.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -33,6 +41,13 @@ kafka_log4j_version="${CHATCORE_KAFKA_LOG4J_VERSION:-2.25.4}"
 kafka_home="$cache/kafka-$kafka_version" # jars/ and config/
 kafka_state="$state/kafka"               # data/, kafka.log, kafka.pid
 kafka_wait_seconds=60
+mongo_port="${CHATCORE_MONGO_PORT:-27117}"
+mongo_version="${CHATCORE_MONGO_SERVER_VERSION:-1.47.0}" # mongo-java-server; the newest release
+mongo_slf4j_version=2.0.17                                # the slf4j-api it depends on
+mongo_home="$cache/mongo-java-server-$mongo_version"      # jars/, classes/, maven/
+mongo_state="$state/mongo"                                # mongo.log, mongo.pid
+mongo_own_uri="mongodb://127.0.0.1:$mongo_port/?directConnection=true"
+mongo_wait_seconds=30
 venv="$cache/venv"
 mkdir -p "$state"
 
@@ -87,6 +102,19 @@ stop_pid() { # stop_pid <pid> <description> <seconds>: TERM, wait for the exit, 
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+maven_jars() { # maven_jars <home>: the runtime dependencies of <home>/maven/pom.xml into
+  # <home>/jars, marked complete (<home>/jars/.complete) only once Maven has succeeded
+  local home="$1"
+  rm -rf "$home/jars.partial"
+  mvn -B -q -Dstyle.color=never -f "$home/maven/pom.xml" -Dmaven.repo.local="$cache/m2" \
+    org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$home/jars.partial" 2>&1 \
+    | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2
+  touch "$home/jars.partial/.complete"
+  rm -rf "$home/jars"
+  mv "$home/jars.partial" "$home/jars"
+}
 
 # --- Redis -------------------------------------------------------------------------------------
 redis_ping() { [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = "PONG" ]; }
@@ -166,14 +194,7 @@ kafka_fetch() {
   </dependencies>
 </project>
 POM
-  rm -rf "$kafka_home/jars.partial"
-  mvn -B -q -Dstyle.color=never -f "$kafka_home/maven/pom.xml" -Dmaven.repo.local="$cache/m2" \
-    org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$kafka_home/jars.partial" 2>&1 \
-    | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2
-  touch "$kafka_home/jars.partial/.complete"
-  rm -rf "$kafka_home/jars"
-  mv "$kafka_home/jars.partial" "$kafka_home/jars"
+  maven_jars "$kafka_home"
 }
 
 kafka_tool() { # kafka_tool <main class> [args...]: a short-lived Kafka command-line tool, on
@@ -296,6 +317,125 @@ kafka_wait() { # until the broker serves requests: listening, then a topic listi
   done
 }
 
+# --- MongoDB (mongo-java-server) ---------------------------------------------------------------
+mongo_external() { # CHATCORE_TEST_MONGO_URI names a server other than ours: use that one
+  [ -n "${CHATCORE_TEST_MONGO_URI:-}" ] && [ "$CHATCORE_TEST_MONGO_URI" != "$mongo_own_uri" ]
+}
+
+mongo_uri() { if mongo_external; then echo "$CHATCORE_TEST_MONGO_URI"; else echo "$mongo_own_uri"; fi; }
+
+mongo_fetch() {
+  if [ -f "$mongo_home/jars/.complete" ]; then return 0; fi
+  ensure_apt java default-jre-headless
+  ensure_apt mvn maven
+  log "fetching mongo-java-server $mongo_version jars with Maven into $mongo_home/jars (first run only)"
+  mkdir -p "$mongo_home/maven"
+  # slf4j-simple gives the server's SLF4J logging somewhere to go (stderr, into mongo.log).
+  cat >"$mongo_home/maven/pom.xml" <<POM
+<project>
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.chatcore</groupId>
+  <artifactId>mongo-jars</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>de.bwaldvogel</groupId><artifactId>mongo-java-server</artifactId><version>$mongo_version</version>
+    </dependency>
+    <dependency>
+      <groupId>de.bwaldvogel</groupId><artifactId>mongo-java-server-memory-backend</artifactId><version>$mongo_version</version>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId><artifactId>slf4j-simple</artifactId><version>$mongo_slf4j_version</version>
+    </dependency>
+  </dependencies>
+</project>
+POM
+  maven_jars "$mongo_home"
+}
+
+mongo_compile() { # the launcher into $mongo_home/classes, again only when its source changed
+  local src="$root/scripts/mongo/MongoLauncher.java" sum
+  sum="$(sha256sum "$src" | cut -d' ' -f1)"
+  if [ "$(cat "$mongo_home/classes/.source-sha256" 2>/dev/null)" = "$sum" ]; then return 0; fi
+  ensure_apt javac default-jdk-headless
+  log "compiling $src"
+  rm -rf "$mongo_home/classes.partial"
+  mkdir -p "$mongo_home/classes.partial"
+  javac -nowarn -d "$mongo_home/classes.partial" -cp "$mongo_home/jars/*" "$src" >&2
+  echo "$sum" >"$mongo_home/classes.partial/.source-sha256"
+  rm -rf "$mongo_home/classes"
+  mv "$mongo_home/classes.partial" "$mongo_home/classes"
+  mongo_recompiled=1
+}
+
+mongo_ping() { # a driver's real handshake and a `ping` command, not just an open port
+  # (os._exit: PyMongo's monitor threads would hold a normal exit back by half a second)
+  "$venv/bin/python" -c 'import os, sys, pymongo
+pymongo.MongoClient(sys.argv[1], directConnection=True, serverSelectionTimeoutMS=2000).admin.command("ping")
+os._exit(0)' "$(mongo_uri)"
+}
+
+mongo_pid() { # the pid of the server `up` started, if it is still running
+  local pid
+  pid="$(cat "$mongo_state/mongo.pid" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -qa MongoLauncher "/proc/$pid/cmdline" 2>/dev/null \
+    && echo "$pid"
+}
+
+mongo_stop() {
+  local pid
+  if pid="$(mongo_pid)"; then stop_pid "$pid" mongo-java-server 10; fi
+  rm -f "$mongo_state/mongo.pid"
+}
+
+mongo_start() { # start the server unless one answers (or another is named); mongo_wait waits
+  ensure_venv pymongo pymongo
+  if mongo_external; then return 0; fi
+  mongo_fetch
+  mongo_recompiled=""
+  mongo_compile
+  if [ -n "$mongo_recompiled" ] && mongo_pid >/dev/null; then
+    log "restarting mongo-java-server for the new launcher (its data is lost)"
+    mongo_stop
+  fi
+  if port_open "$mongo_port"; then return 0; fi
+  mongo_stop # one of ours that is not answering: start afresh
+  mkdir -p "$mongo_state"
+  nohup java -Djava.awt.headless=true -Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dorg.slf4j.simpleLogger.showDateTime=true \
+    -Dorg.slf4j.simpleLogger.dateTimeFormat="yyyy-MM-dd'T'HH:mm:ss.SSS" \
+    -cp "$mongo_home/classes:$mongo_home/jars/*" MongoLauncher "$mongo_port" \
+    >"$mongo_state/mongo.log" 2>&1 </dev/null &
+  echo $! >"$mongo_state/mongo.pid"
+}
+
+mongo_wait() { # until the server answers a driver's handshake and a `ping`
+  local deadline=$((SECONDS + mongo_wait_seconds)) pid
+  mkdir -p "$mongo_state"
+  pid="$(cat "$mongo_state/mongo.pid" 2>/dev/null || true)"
+  until mongo_external || port_open "$mongo_port"; do
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      log "mongo-java-server exited while starting; the end of $mongo_state/mongo.log:"
+      tail -20 "$mongo_state/mongo.log" >&2
+      return 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "MongoDB on $mongo_port did not come up within ${mongo_wait_seconds} s; see $mongo_state/mongo.log"
+      return 1
+    fi
+    sleep 0.1
+  done
+  until mongo_ping >/dev/null 2>"$mongo_state/ready.log"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "MongoDB at $(mongo_uri) does not answer a ping; see $mongo_state/ready.log"
+      tail -5 "$mongo_state/ready.log" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
 print_env() {
   cat <<ENV
 export CHATCORE_TEST_REDIS=redis://127.0.0.1:$redis_port
@@ -304,14 +444,17 @@ export CHATCORE_TEST_SMTP=127.0.0.1:$smtp_port
 export CHATCORE_TEST_SMTP_MAILDIR=$state/smtp/maildir
 export CHATCORE_TEST_KAFKA=127.0.0.1:$kafka_port
 export CHATCORE_TEST_KAFKA_HOME=$kafka_home
+export CHATCORE_TEST_MONGO_URI=$(mongo_uri)
 ENV
 }
 
 case "${1:-}" in
   up)
     kafka_start # the slowest to boot, so it starts first and the others come up meanwhile
+    mongo_start
     redis_up
     smtp_up
+    mongo_wait
     kafka_wait
     print_env
     ;;
@@ -319,6 +462,7 @@ case "${1:-}" in
     redis_down
     smtp_down
     kafka_stop
+    mongo_stop
     ;;
   status)
     if redis_ping; then echo "redis: up on 127.0.0.1:$redis_port"; else echo "redis: down"; fi
@@ -327,6 +471,13 @@ case "${1:-}" in
       echo "kafka: up on 127.0.0.1:$kafka_port (Kafka $kafka_version$(pid="$(kafka_pid)" && echo ", pid $pid"))"
     else
       echo "kafka: down"
+    fi
+    if mongo_external; then
+      echo "mongo: not managed here, CHATCORE_TEST_MONGO_URI=$CHATCORE_TEST_MONGO_URI"
+    elif port_open "$mongo_port"; then
+      echo "mongo: up on 127.0.0.1:$mongo_port (mongo-java-server $mongo_version$(pid="$(mongo_pid)" && echo ", pid $pid"))"
+    else
+      echo "mongo: down"
     fi
     ;;
   env)
