@@ -446,6 +446,10 @@ export CHATCORE_TEST_KAFKA=127.0.0.1:$kafka_port
 export CHATCORE_TEST_KAFKA_HOME=$kafka_home
 export CHATCORE_TEST_MONGO_URI=$(mongo_uri)
 ENV
+  # Lets a test run an emulator of its own (to stop and restart it): java -cp "$CP" MongoLauncher <port>
+  if ! mongo_external; then
+    echo "export CHATCORE_TEST_MONGO_CLASSPATH='$mongo_home/classes:$mongo_home/jars/*'"
+  fi
 }
 
 case "${1:-}" in

@@ -2,8 +2,8 @@
 # The whole test suite: formatting, lints, the real services the backend tests need (started by
 # scripts/services.sh, stopped again at the end unless CHATCORE_KEEP_SERVICES=1), every test of
 # the workspace including the service-dependent ones (`--include-ignored`), and the embedded
-# end-to-end tests again with the Redis event store, then through Kafka and Redis. Exits non-zero
-# on any failure.
+# end-to-end tests again on each backend combination (Redis; Kafka + Redis; MongoDB; MongoDB +
+# Kafka + Redis). Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -34,6 +34,15 @@ REDIS_ADDR="${CHATCORE_TEST_REDIS}" \
 
 step "embedded end-to-end tests through Kafka and Redis (store -> relay -> Kafka -> consumer)"
 REDIS_ADDR="${CHATCORE_TEST_REDIS}" \
+  CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS="${CHATCORE_TEST_KAFKA}" \
+  cargo test -p reference-server --locked --test embedded --test delivery
+
+step "embedded end-to-end tests on MongoDB (store and change stream)"
+MONGO_URI="${CHATCORE_TEST_MONGO_URI}" \
+  cargo test -p reference-server --locked --test embedded --test delivery
+
+step "embedded end-to-end tests on the production path: MongoDB -> relay -> Kafka -> Redis-deduplicated consumer"
+MONGO_URI="${CHATCORE_TEST_MONGO_URI}" REDIS_ADDR="${CHATCORE_TEST_REDIS}" \
   CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS="${CHATCORE_TEST_KAFKA}" \
   cargo test -p reference-server --locked --test embedded --test delivery
 

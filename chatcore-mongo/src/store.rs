@@ -1,6 +1,8 @@
 //! The message store on the `chat` collection.
 
 use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,13 +24,24 @@ const DUPLICATE_KEY: i32 = 11000;
 /// The chat message store. Documents are
 /// `{_id: ObjectId, content, created_at: Date, stream_id, sender_id, receiver_id}`; the
 /// `message_id` on the wire is the ObjectId's hex.
+///
+/// Within a stream, ids must sort in commit order (history paging and `since=` rely on it), but
+/// ObjectIds are made by the client before the write, so two concurrent inserts can commit in the
+/// other order. Inserts of one stream therefore take the id and write under a per-stream lock
+/// (striped), which keeps id order and commit order equal for everything this process writes.
+/// Several persistence processes writing to the same stream at the same instant are not ordered
+/// by this; route a stream's writes to one instance (as the chat tier already is) to keep it.
 #[derive(Debug, Clone)]
 pub struct MongoMessageStore {
     chat: Collection<Document>,
     idempotency: Collection<Document>,
     database: Database,
     timeout: Duration,
+    stripes: Arc<[tokio::sync::Mutex<()>]>,
 }
+
+/// Number of per-stream insert locks.
+const STRIPES: usize = 64;
 
 fn unavailable(error: mongodb::error::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
@@ -49,7 +62,14 @@ impl MongoMessageStore {
             idempotency: database.collection(IDEMPOTENCY_COLLECTION),
             database,
             timeout,
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
+    }
+
+    fn stripe(&self, stream_id: &str) -> &tokio::sync::Mutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        stream_id.hash(&mut hasher);
+        &self.stripes[(hasher.finish() % self.stripes.len() as u64) as usize]
     }
 
     /// Creates the `{stream_id: 1, _id: 1}` history index (idempotent).
@@ -158,6 +178,7 @@ impl MessageStore for MongoMessageStore {
         message: ValidMessage,
         idempotency_key: Option<&str>,
     ) -> Result<Inserted, StoreError> {
+        let _ordered = self.stripe(message.stream_id()).lock().await;
         let id = ObjectId::new();
         let claim = idempotency_key.map(|key| format!("{}\u{1f}{key}", message.sender_id()));
         if let Some(claim) = &claim {

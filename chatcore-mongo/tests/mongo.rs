@@ -381,3 +381,89 @@ async fn the_relay_puts_decodable_debezium_records_on_kafka() {
         .expect("relay stops")
         .expect("join");
 }
+
+/// A wire server of this test's own, so it can be stopped and started again.
+async fn own_server(classpath: &str, port: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new("java")
+        .args([
+            "-Xmx256m",
+            "-XX:TieredStopAtLevel=1",
+            "-cp",
+            classpath,
+            "MongoLauncher",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the MongoDB emulator");
+    timeout(WAIT, async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the emulator listens");
+    child
+}
+
+#[tokio::test]
+#[ignore = "needs mongo: run scripts/test.sh"]
+async fn a_stopped_server_is_unavailable_within_the_timeout_and_the_store_recovers() {
+    let Ok(classpath) = std::env::var("CHATCORE_TEST_MONGO_CLASSPATH") else {
+        eprintln!("CHATCORE_TEST_MONGO_URI names an external server: the stop/start test needs the emulator");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut server = own_server(&classpath, port).await;
+    let config = MongoConfig {
+        timeout: Duration::from_secs(1),
+        ..MongoConfig::new(
+            format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+            "restart",
+        )
+    };
+    let store = MongoMessageStore::new(connect(&config).await.expect("client"), config.timeout);
+    timeout(WAIT, async {
+        while store
+            .insert(valid("before", "alice", "bob"), None)
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("writes while up");
+    server.kill().await.expect("stop");
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        store.insert(valid("during", "alice", "bob"), None).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered within the timeout: {:?}",
+        started.elapsed()
+    );
+    let _server = own_server(&classpath, port).await;
+    let recovered = timeout(WAIT, async {
+        loop {
+            if let Ok(inserted) = store.insert(valid("after", "alice", "bob"), None).await {
+                return inserted;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the store recovers by itself");
+    assert!(recovered.created);
+}
