@@ -13,6 +13,8 @@ use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
 use mongodb::{Collection, Database};
 
+use crate::bounded;
+
 /// Collection of consumers' checkpoints: `{_id: <consumer>, token: <resume token>, at: Date}`.
 pub const CHECKPOINT_COLLECTION: &str = "change_checkpoints";
 
@@ -67,9 +69,8 @@ impl MongoChangeStream {
         timeout: Duration,
     ) -> Result<Self, ChangeError> {
         let checkpoints: Collection<Document> = database.collection(CHECKPOINT_COLLECTION);
-        let saved = tokio::time::timeout(timeout, checkpoints.find_one(doc! { "_id": consumer }))
+        let saved = bounded(timeout, checkpoints.find_one(doc! { "_id": consumer }))
             .await
-            .map_err(|_| unavailable("MongoDB did not answer in time"))?
             .map_err(unavailable)?;
         let resume = saved
             .and_then(|d| d.get("token").cloned())
@@ -103,10 +104,7 @@ impl MongoChangeStream {
             .watch()
             .full_document(FullDocumentType::UpdateLookup)
             .resume_after(reader.resume.clone());
-        let stream = tokio::time::timeout(self.timeout, watch)
-            .await
-            .map_err(|_| unavailable("MongoDB did not answer in time"))?
-            .map_err(unavailable)?;
+        let stream = bounded(self.timeout, watch).await.map_err(unavailable)?;
         reader.stream = Some(stream);
         Ok(())
     }
@@ -171,9 +169,8 @@ impl MongoChangeStream {
                 doc! { "$set": { "token": token, "at": BsonDateTime::now() } },
             )
             .upsert(true);
-        tokio::time::timeout(self.timeout, write)
+        bounded(self.timeout, write)
             .await
-            .map_err(|_| unavailable("MongoDB did not answer in time"))?
             .map(|_| ())
             .map_err(unavailable)
     }

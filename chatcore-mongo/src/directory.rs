@@ -8,6 +8,8 @@ use mongodb::bson::doc;
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 
+use crate::bounded;
+
 /// The collection: `{user_id, email, name}`, unique on `user_id`.
 pub const USER_EMAIL_COLLECTION: &str = "user_email";
 
@@ -37,9 +39,8 @@ impl MongoUserDirectory {
             .keys(doc! { "user_id": 1 })
             .options(IndexOptions::builder().unique(true).build())
             .build();
-        tokio::time::timeout(self.timeout, self.users.create_index(index))
+        bounded(self.timeout, self.users.create_index(index))
             .await
-            .map_err(|_| unavailable("MongoDB did not answer in time"))?
             .map(|_| ())
             .map_err(unavailable)
     }
@@ -50,9 +51,8 @@ impl MongoUserDirectory {
             .users
             .replace_one(doc! { "user_id": &user.user_id }, user)
             .upsert(true);
-        tokio::time::timeout(self.timeout, write)
+        bounded(self.timeout, write)
             .await
-            .map_err(|_| unavailable("MongoDB did not answer in time"))?
             .map(|_| ())
             .map_err(unavailable)
     }
@@ -61,12 +61,11 @@ impl MongoUserDirectory {
 #[async_trait]
 impl UserDirectory for MongoUserDirectory {
     async fn lookup(&self, user_id: &str) -> Result<Option<UserEmail>, DirectoryError> {
-        tokio::time::timeout(
+        bounded(
             self.timeout,
             self.users.find_one(doc! { "user_id": user_id }),
         )
         .await
-        .map_err(|_| unavailable("MongoDB did not answer in time"))?
         .map_err(unavailable)
     }
 }

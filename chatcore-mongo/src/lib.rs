@@ -55,6 +55,36 @@ impl MongoConfig {
 #[error("MongoDB configuration: {0}")]
 pub struct MongoConfigError(String);
 
+/// Why a bounded MongoDB call failed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// No answer within the bound.
+    TimedOut(Duration),
+    /// The driver's error.
+    Driver(mongodb::error::Error),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TimedOut(bound) => write!(f, "MongoDB did not answer within {bound:?}"),
+            Self::Driver(error) => error.fmt(f),
+        }
+    }
+}
+
+/// Runs one MongoDB call with an upper bound: every call of this crate goes through here, so a
+/// server that does not answer is an error, never a hang.
+pub(crate) async fn bounded<T>(
+    timeout: Duration,
+    call: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(timeout, call.into_future()).await {
+        Ok(result) => result.map_err(CallError::Driver),
+        Err(_) => Err(CallError::TimedOut(timeout)),
+    }
+}
+
 /// Opens a client and its database. No round trip is made: connections are established lazily,
 /// so a service starts while MongoDB is down and answers 503 until it is back.
 pub async fn connect(config: &MongoConfig) -> Result<Database, MongoConfigError> {

@@ -1,6 +1,5 @@
 //! The message store on the `chat` collection.
 
-use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,8 @@ use mongodb::bson::{doc, DateTime as BsonDateTime, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
+
+use crate::CallError;
 
 /// Collection of idempotency claims: `{_id: "<sender_id>\u{1f}<key>", message_id: ObjectId}`.
 pub const IDEMPOTENCY_COLLECTION: &str = "chat_idempotency";
@@ -43,7 +44,7 @@ pub struct MongoMessageStore {
 /// Number of per-stream insert locks.
 const STRIPES: usize = 64;
 
-fn unavailable(error: mongodb::error::Error) -> StoreError {
+fn unavailable(error: CallError) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
@@ -82,22 +83,18 @@ impl MongoMessageStore {
                     .build(),
             )
             .build();
-        self.bounded(async { self.chat.create_index(index).await })
+        self.bounded(self.chat.create_index(index))
             .await
             .map(|_| ())
     }
 
     async fn bounded<T>(
         &self,
-        call: impl Future<Output = mongodb::error::Result<T>>,
+        call: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "MongoDB did not answer within {:?}",
-                self.timeout
-            ))),
-        }
+        crate::bounded(self.timeout, call)
+            .await
+            .map_err(unavailable)
     }
 
     async fn find_message(&self, id: ObjectId) -> Result<Option<ChatMessage>, StoreError> {
@@ -184,16 +181,15 @@ impl MessageStore for MongoMessageStore {
         if let Some(claim) = &claim {
             // Claim the key before writing the message, so a repeat never produces a second
             // change event.
-            let claimed = tokio::time::timeout(
+            let claimed = crate::bounded(
                 self.timeout,
                 self.idempotency
                     .insert_one(doc! { "_id": claim, "message_id": id }),
             )
-            .await
-            .map_err(|_| StoreError::Unavailable("MongoDB did not answer in time".to_owned()))?;
+            .await;
             match claimed {
                 Ok(_) => {}
-                Err(error) if is_duplicate_key(&error) => {
+                Err(CallError::Driver(error)) if is_duplicate_key(&error) => {
                     return Ok(Inserted {
                         message: self.first_of(claim).await?,
                         created: false,
@@ -259,7 +255,7 @@ impl MessageStore for MongoMessageStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded(async { self.database.run_command(doc! { "ping": 1 }).await })
+        self.bounded(self.database.run_command(doc! { "ping": 1 }))
             .await
             .map(|_| ())
     }

@@ -123,7 +123,11 @@ impl InMemoryEventStore {
     }
 
     fn sweep_now_and_then(&self, entries: &mut HashMap<String, Entry>, now: Instant) {
-        if self.operations.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+        if self
+            .operations
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
+        {
             entries.retain(|_, entry| entry.expires > now);
         }
     }
