@@ -50,6 +50,12 @@ plain_rustflags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 
 -Coverflow-checks -Cforce-frame-pointers"
 plain_target_dir=$fuzz_dir/target/plain
 
+# fuzz/Cargo.lock is not committed (cargo writes the registry's address into it): start it from
+# the root workspace's lock, so chatcore builds here with the versions it is tested with.
+if [ ! -f "$fuzz_dir/Cargo.lock" ]; then
+  cp Cargo.lock "$fuzz_dir/Cargo.lock"
+fi
+
 if ! command -v cargo-fuzz > /dev/null 2>&1; then
   echo "== installing cargo-fuzz"
   cargo install cargo-fuzz --locked

@@ -343,11 +343,12 @@ pub mod rfc3339 {
         s.serialize_str(&format(value))
     }
 
-    /// Accepts any RFC 3339 timestamp and converts it to UTC.
+    /// Accepts any RFC 3339 timestamp, converts it to UTC and keeps millisecond precision, the
+    /// precision of the wire format, so a value reads back exactly as it is written.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(d)?;
         DateTime::parse_from_rfc3339(&text)
-            .map(|t| t.with_timezone(&Utc))
+            .map(|t| t.with_timezone(&Utc).trunc_subsecs(3))
             .map_err(serde::de::Error::custom)
     }
 }
@@ -420,6 +421,16 @@ mod tests {
             msg.validate(10).map(|v| v.stream_id().to_owned()),
             Ok("7b28e95659ec2171".to_owned())
         );
+    }
+
+    #[test]
+    fn timestamps_read_back_exactly_as_written() {
+        let json = r#"{"message_id":"m","content":"c","created_at":"2023-11-14T22:13:20.0001234+01:00","stream_id":"s","sender_id":"a","receiver_id":"b"}"#;
+        let message: ChatMessage = serde_json::from_str(json).expect("parses");
+        let written = serde_json::to_string(&message).expect("serializes");
+        assert!(written.contains(r#""created_at":"2023-11-14T21:13:20.000Z""#), "{written}");
+        let again: ChatMessage = serde_json::from_str(&written).expect("parses");
+        assert_eq!(again, message);
     }
 
     #[test]
