@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatcore::change::{ChangeError, ChangeEvent, ChangeSource, OffsetTracker, Op, SourcePosition};
 use chatcore::debezium::{decode_key, decode_value, encode_change, RecordValue};
+use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -455,50 +456,81 @@ fn chrono_now_millis() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Relays a change source to `topic` until the source ends or `shutdown` is cancelled: each event
-/// is acknowledged to the source only once Kafka has it, so a relay restart republishes at most
-/// the unacknowledged tail (which the consumers' event store deduplicates).
+/// Records the relay may have sent but not yet seen acknowledged.
+pub const RELAY_WINDOW: usize = 256;
+
+/// Relays a change source to `topic` until the source ends or `shutdown` is cancelled.
+///
+/// Up to [`RELAY_WINDOW`] records are in flight at once (the idempotent producer keeps each
+/// partition in order); each event is acknowledged to the source, in order, only after Kafka has
+/// its record, so a relay restart republishes at most the unacknowledged tail, which the
+/// consumers' event store deduplicates. A record Kafka refuses is retried with backoff until it is
+/// accepted or the relay stops.
 pub async fn relay(
     source: Arc<dyn ChangeSource>,
     publisher: KafkaPublisher,
     topic: String,
     shutdown: CancellationToken,
 ) {
-    let mut failures = 0u32;
+    let mut in_flight = FuturesOrdered::new();
+    let mut source_failures = 0u32;
+    let mut ended = false;
     loop {
-        let next = tokio::select! {
+        if ended && in_flight.is_empty() {
+            break;
+        }
+        let reading = !ended && in_flight.len() < RELAY_WINDOW;
+        tokio::select! {
+            biased;
             () = shutdown.cancelled() => break,
-            next = source.next() => next,
-        };
-        let event = match next {
-            Ok(Some(event)) => event,
-            Ok(None) => break,
-            Err(error) => {
-                failures += 1;
-                tracing::warn!(%error, "relay source failed; retrying");
-                backoff(failures, &shutdown).await;
-                continue;
-            }
-        };
-        loop {
-            match publisher.publish(&topic, &event).await {
-                Ok(_) => break,
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(%error, "relay could not publish; retrying");
-                    if !backoff(failures, &shutdown).await {
-                        source.close().await;
-                        return;
-                    }
+            Some(sent) = in_flight.next(), if !in_flight.is_empty() => {
+                let Some(position) = sent else { break };
+                if let Err(error) = source.done(&position).await {
+                    tracing::warn!(%error, "relay could not acknowledge an event");
                 }
             }
-        }
-        failures = 0;
-        if let Err(error) = source.done(&event.position).await {
-            tracing::warn!(%error, "relay could not acknowledge an event");
+            next = source.next(), if reading => match next {
+                Ok(Some(event)) => {
+                    source_failures = 0;
+                    in_flight.push_back(publish_until_sent(
+                        publisher.clone(),
+                        topic.clone(),
+                        event,
+                        shutdown.clone(),
+                    ));
+                }
+                Ok(None) => ended = true,
+                Err(error) => {
+                    source_failures += 1;
+                    tracing::warn!(%error, "relay source failed; retrying");
+                    backoff(source_failures, &shutdown).await;
+                }
+            },
         }
     }
     source.close().await;
+}
+
+/// Publishes one event, retrying until Kafka has it; `None` when the relay stops first.
+async fn publish_until_sent(
+    publisher: KafkaPublisher,
+    topic: String,
+    event: ChangeEvent,
+    shutdown: CancellationToken,
+) -> Option<SourcePosition> {
+    let mut failures = 0u32;
+    loop {
+        match publisher.publish(&topic, &event).await {
+            Ok(_) => return Some(event.position),
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, "relay could not publish; retrying");
+                if !backoff(failures, &shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Waits before the next attempt; false when shutting down.
