@@ -428,7 +428,10 @@ mod tests {
         let json = r#"{"message_id":"m","content":"c","created_at":"2023-11-14T22:13:20.0001234+01:00","stream_id":"s","sender_id":"a","receiver_id":"b"}"#;
         let message: ChatMessage = serde_json::from_str(json).expect("parses");
         let written = serde_json::to_string(&message).expect("serializes");
-        assert!(written.contains(r#""created_at":"2023-11-14T21:13:20.000Z""#), "{written}");
+        assert!(
+            written.contains(r#""created_at":"2023-11-14T21:13:20.000Z""#),
+            "{written}"
+        );
         let again: ChatMessage = serde_json::from_str(&written).expect("parses");
         assert_eq!(again, message);
     }
