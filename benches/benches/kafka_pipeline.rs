@@ -54,9 +54,7 @@ use chatcore::sockets::{
     session_channel, Frame, LocalSocketRegistry, SessionReceiver, SocketRegistry,
 };
 use chatcore::store::MessageIdGenerator;
-use chatcore_kafka::{KafkaChangeSource, KafkaSourceConfig};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use chatcore_kafka::{KafkaChangeSource, KafkaPublisher, KafkaSourceConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -351,20 +349,11 @@ fn now_millis() -> i64 {
 
 async fn create_topic(bootstrap: &str) -> String {
     let name = format!("bench-kafka-pipeline-{}", ClaimToken::unique().as_str());
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(&name, PARTITIONS, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        )
+    KafkaPublisher::new(bootstrap, "chat_db")
+        .expect("publisher")
+        .ensure_topic(&name, PARTITIONS)
         .await
-        .expect("create topic");
-    for result in results {
-        result.expect("topic created");
-    }
+        .expect("topic created");
     name
 }
 

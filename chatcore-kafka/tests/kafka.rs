@@ -17,8 +17,6 @@ use chatcore::store::{InMemoryMessageStore, MessageIdGenerator, MessageStore};
 use chatcore_kafka::{
     headers, relay, DeadLetter, KafkaChangeSource, KafkaPublisher, KafkaSourceConfig,
 };
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Headers;
@@ -39,20 +37,11 @@ fn unique(name: &str) -> String {
 
 async fn topic(partitions: i32) -> String {
     let name = unique("chat-changes");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .expect("admin client");
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        )
+    KafkaPublisher::new(&bootstrap(), "chat_db")
+        .expect("publisher")
+        .ensure_topic(&name, partitions)
         .await
-        .expect("create topic");
-    for result in results {
-        result.expect("topic created");
-    }
+        .expect("topic created");
     name
 }
 
