@@ -292,6 +292,7 @@ kafka_start() { # start the broker unless one answers; kafka_wait waits for it
 
 kafka_wait() { # until the broker serves requests: listening, then a topic listing succeeds
   local deadline=$((SECONDS + kafka_wait_seconds)) pid
+  mkdir -p "$kafka_state" # also when `up` reuses a broker it did not start
   pid="$(cat "$kafka_state/kafka.pid" 2>/dev/null || true)"
   until port_open "$kafka_port"; do
     if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then

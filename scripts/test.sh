@@ -22,7 +22,9 @@ step "services up"
 if [ "${CHATCORE_KEEP_SERVICES:-0}" != "1" ]; then
   trap 'scripts/services.sh down || true' EXIT
 fi
-eval "$(scripts/services.sh up)"
+# Assigned first so a failing `up` stops the run (an `eval "$(...)"` would hide its status).
+service_env="$(scripts/services.sh up)"
+eval "$service_env"
 scripts/services.sh status
 
 step "cargo test (all, including service-dependent tests)"
