@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -119,9 +120,9 @@ impl Default for ChatHandler {
 impl ChatHandler {
     /// Decodes a chat message from an event's document.
     pub fn decode(&self, event: &ChangeEvent) -> Result<ChatMessage, DropReason> {
-        let document = event.document.clone().ok_or(DropReason::invalid_format)?;
-        let message: ChatMessage =
-            serde_json::from_value(document).map_err(|_| DropReason::invalid_format)?;
+        let document = event.document.as_ref().ok_or(DropReason::invalid_format)?;
+        // Deserialized from the borrowed tree: no copy of the whole document on the hot path.
+        let message = ChatMessage::deserialize(document).map_err(|_| DropReason::invalid_format)?;
         message
             .check(self.max_content_bytes)
             .map_err(|_| DropReason::invalid_format)?;

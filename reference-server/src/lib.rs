@@ -263,14 +263,13 @@ pub async fn serve_app(
 ) -> Result<(), ServerError> {
     let router = app.router();
     let stopping = app.shutdown_token();
-    let begin = |app: &ChatApp| app.begin_shutdown();
     let drained = serve_router(
         router,
         listener,
         stopping,
         shutdown_timeout,
         shutdown,
-        || begin(&app),
+        || app.begin_shutdown(),
     )
     .await?;
     let remaining = shutdown_timeout.saturating_sub(drained);
