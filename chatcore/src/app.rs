@@ -192,11 +192,14 @@ impl ChatApp {
 
     /// Every route of CONTRACT §5 on one router, with the common layers.
     pub fn router(&self) -> Router {
-        let internal_forwarder: Arc<dyn Forwarder> = Arc::new(InProcessForwarder::new(
-            self.chat_sockets.clone(),
-            self.notification_sockets.clone(),
-        ));
-        let router = Router::new()
+        http::with_common_layers(self.client_routes().merge(self.internal_routes()))
+    }
+
+    /// The client-facing routes without layers: persistence, both websocket tiers and the
+    /// operational routes. Merge them with other routes, then wrap the result in
+    /// [`http::with_common_layers`].
+    pub fn client_routes(&self) -> Router {
+        Router::new()
             .merge(http::persistence_router(PersistenceState {
                 store: self.store.clone(),
                 limits: self.config.limits.clone(),
@@ -211,15 +214,23 @@ impl ChatApp {
                 sockets: self.notification_sockets.clone(),
                 session: self.config.session.clone(),
             }))
-            .merge(http::internal_router(InternalState {
-                forwarder: internal_forwarder,
-                limits: self.config.limits.clone(),
-            }))
             .merge(http::ops_router(OpsState {
                 metrics: self.metrics.clone(),
                 readiness: self.readiness.clone(),
-            }));
-        http::with_common_layers(router)
+            }))
+    }
+
+    /// The internal routes (forward, close-stream, notifications) over this node's registries,
+    /// without layers; guard them with [`http::require_bearer`] or serve them on a private
+    /// listener.
+    pub fn internal_routes(&self) -> Router {
+        http::internal_router(InternalState {
+            forwarder: Arc::new(InProcessForwarder::new(
+                self.chat_sockets.clone(),
+                self.notification_sockets.clone(),
+            )),
+            limits: self.config.limits.clone(),
+        })
     }
 
     /// A token cancelled when the node begins to shut down.

@@ -21,6 +21,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::forward::{Delivery, DeliveryReport, ForwardError, Forwarder};
 use crate::metrics::Metrics;
@@ -41,6 +42,9 @@ pub enum ApiError {
     /// 400: the request is malformed or invalid.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: the request lacks valid credentials (answered with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
     /// 403: the caller may not act on this resource.
     #[error("{0}")]
     Forbidden(String),
@@ -71,6 +75,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -83,7 +88,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(json!({ "error": self.to_string() }))).into_response()
+        let body = Json(json!({ "error": self.to_string() }));
+        if matches!(self, Self::Unauthorized(_)) {
+            return (self.status(), [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        }
+        (self.status(), body).into_response()
     }
 }
 
@@ -511,12 +520,28 @@ pub struct InternalState {
     pub limits: Limits,
 }
 
-/// The routes the change handler calls: forward, close-stream and notifications.
+/// The routes the change handler calls on both tiers: [`chat_internal_router`] and
+/// [`notification_internal_router`].
 pub fn internal_router(state: InternalState) -> Router {
+    chat_internal_router(state.clone()).merge(notification_internal_router(state))
+}
+
+/// The chat tier's internal routes: `POST /chat/forward-to-websocket` and
+/// `POST /chat/close-stream`.
+pub fn chat_internal_router(state: InternalState) -> Router {
     let body_limit = state.limits.body_limit();
     Router::new()
         .route("/chat/forward-to-websocket", post(forward_chat))
         .route("/chat/close-stream", post(close_stream))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// The notification tier's internal routes: `POST /notifications/{chat, purchase,
+/// payment-reminder, shipping, shipping-update}`.
+pub fn notification_internal_router(state: InternalState) -> Router {
+    let body_limit = state.limits.body_limit();
+    Router::new()
         .route("/notifications/chat", post(notify_chat))
         .route("/notifications/purchase", post(notify_purchase))
         .route("/notifications/payment-reminder", post(notify_payment))
@@ -704,6 +729,71 @@ async fn metrics(State(state): State<OpsState>) -> Response {
         .into_response()
 }
 
+/// Header naming the node that answered (`NODE_ID`), so a client or a test can see where a
+/// balancer placed it.
+pub const NODE_HEADER: &str = "x-chatcore-node";
+
+/// Requires `Authorization: Bearer <token>` on every route of `router` (apply it before merging
+/// into a larger router): anything else is answered 401 JSON and never reaches a handler. Tokens
+/// are compared through their SHA-256 digests, so the comparison time says nothing about the
+/// token.
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// let internal = chatcore::http::require_bearer(
+///     Router::new().route("/chat/close-stream", post(|| async { "closed" })),
+///     "s3cret",
+/// );
+/// # let _ = internal;
+/// ```
+pub fn require_bearer(router: Router, token: &str) -> Router {
+    let expected: Arc<[u8]> = Arc::from(Sha256::digest(token.as_bytes()).as_slice());
+    router.route_layer(axum::middleware::from_fn(
+        move |request: Request, next: axum::middleware::Next| {
+            let authorized = bearer_matches(request.headers(), &expected);
+            async move {
+                if authorized {
+                    next.run(request).await
+                } else {
+                    ApiError::Unauthorized("a valid bearer token is required".to_owned())
+                        .into_response()
+                }
+            }
+        },
+    ))
+}
+
+fn bearer_matches(headers: &HeaderMap, expected_digest: &[u8]) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    Sha256::digest(given.trim().as_bytes()).as_slice() == expected_digest
+}
+
+/// Adds [`NODE_HEADER`]`: node_id` to every response of `router`, websocket upgrades included.
+pub fn with_node_id(router: Router, node_id: &str) -> Router {
+    let value = match header::HeaderValue::from_str(node_id) {
+        Ok(value) => value,
+        Err(_) => {
+            tracing::warn!(node_id, "NODE_ID is not a valid header value; not sent");
+            return router;
+        }
+    };
+    router.layer(axum::middleware::map_response(
+        move |mut response: Response| {
+            let value = value.clone();
+            async move {
+                response.headers_mut().insert(NODE_HEADER, value);
+                response
+            }
+        },
+    ))
+}
+
 /// Wraps a router with the layers every service wants: a JSON 404 fallback, a panic catcher that
 /// answers 500 instead of dropping the connection, and request tracing.
 pub fn with_common_layers(router: Router) -> Router {
@@ -750,6 +840,79 @@ mod tests {
             .await
             .expect("response");
         assert_eq!(fine.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn bearer_routes_refuse_missing_and_wrong_tokens_and_leave_other_routes_open() {
+        let guarded = require_bearer(
+            Router::new().route("/internal", post(|| async { "done" })),
+            "s3cret",
+        );
+        let router = with_common_layers(
+            Router::new()
+                .route("/public", get(|| async { "open" }))
+                .merge(guarded),
+        );
+        let call = |path: &'static str, auth: Option<&'static str>| {
+            let router = router.clone();
+            async move {
+                let mut request = Request::builder()
+                    .method(if path == "/public" { "GET" } else { "POST" })
+                    .uri(path);
+                if let Some(auth) = auth {
+                    request = request.header(header::AUTHORIZATION, auth);
+                }
+                let response = router
+                    .oneshot(request.body(Body::empty()).expect("request"))
+                    .await
+                    .expect("response");
+                let status = response.status();
+                let challenge = response.headers().get(header::WWW_AUTHENTICATE).cloned();
+                let body = axum::body::to_bytes(response.into_body(), 1024)
+                    .await
+                    .expect("body");
+                (status, challenge, body)
+            }
+        };
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("s3cret"),
+            Some("Basic czNjcmV0"),
+        ] {
+            let (status, challenge, body) = call("/internal", auth).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
+            assert_eq!(
+                challenge.as_ref().map(|v| v.as_bytes()),
+                Some(&b"Bearer"[..])
+            );
+            let json: Value = serde_json::from_slice(&body).expect("JSON error");
+            assert!(json["error"].as_str().is_some_and(|e| e.contains("bearer")));
+        }
+        let (status, _, body) = call("/internal", Some("Bearer s3cret")).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"done"[..]));
+        let (status, _, body) = call("/public", None).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"open"[..]));
+    }
+
+    #[tokio::test]
+    async fn the_node_header_is_on_every_response_including_errors() {
+        let router = with_node_id(
+            with_common_layers(Router::new().route("/fine", get(|| async { "fine" }))),
+            "chat-ws-2",
+        );
+        for path in ["/fine", "/missing"] {
+            let response = router
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+                .await
+                .expect("response");
+            assert_eq!(
+                response.headers().get(NODE_HEADER).map(|v| v.as_bytes()),
+                Some(&b"chat-ws-2"[..]),
+                "{path}"
+            );
+        }
     }
 
     #[test]

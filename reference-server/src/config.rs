@@ -27,14 +27,41 @@ pub struct Cli {
 /// The services of the seed, each runnable on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Role {
-    /// Persistence API, change handler, chat and notification tiers in one process.
+    /// Persistence API, change handler, chat and notification tiers in one process (the
+    /// default).
     All,
-    /// The change handler alone: Kafka change feed → event store → HTTP forwarders to the chat
-    /// and notification tiers (`CHAT_MESSAGE_SOCKET_TRANSFER_...`, `GENERAL_NOTIFICATION_...`).
-    ChangeHandler,
+    /// The message API (`POST`/`GET /chat/messages`) on MongoDB (`MONGO_URI` required).
+    Persistence,
     /// Publishes the MongoDB change stream of `chat` to Kafka in Debezium's shape (`MONGO_URI`
     /// and `CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS` required).
     Relay,
+    /// Kafka change feed → event store → HTTP forwarders to the chat and notification tiers
+    /// (`CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS`, `CHAT_MESSAGE_SOCKET_TRANSFER_...` and
+    /// `GENERAL_NOTIFICATION_..._CLIENT_HOST` required).
+    ChangeHandler,
+    /// Chat websockets by `stream_id`; deliveries arrive on `INTERNAL_LISTEN_ADDR` (required, with
+    /// `MONGO_URI` for `since=` replays).
+    ChatWs,
+    /// Notification websockets by `user_id`; deliveries arrive on `INTERNAL_LISTEN_ADDR`
+    /// (required).
+    NotificationsWs,
+    /// The e-mail consumer (not available in this version).
+    Email,
+}
+
+impl Role {
+    /// The role's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Persistence => "persistence",
+            Self::Relay => "relay",
+            Self::ChangeHandler => "change-handler",
+            Self::ChatWs => "chat-ws",
+            Self::NotificationsWs => "notifications-ws",
+            Self::Email => "email",
+        }
+    }
 }
 
 /// `fail-open` or `fail-closed`.
@@ -49,87 +76,136 @@ pub enum EventStorePolicy {
 /// Every setting, with the environment variable that sets it.
 #[derive(Debug, Clone, Parser)]
 pub struct Settings {
-    /// Address the public HTTP and websocket listener binds.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    /// Address the public HTTP and websocket listener binds (client routes only when
+    /// `INTERNAL_LISTEN_ADDR` is set).
+    #[arg(
+        long,
+        global = true,
+        env = "LISTEN_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen_addr: SocketAddr,
+    /// Address of the listener for the balancer and the change handler: the internal routes
+    /// (forward, close-stream, notifications) plus the client routes. Required by `chat-ws` and
+    /// `notifications-ws`; in role `all` it moves the internal routes off `LISTEN_ADDR`.
+    #[arg(long, global = true, env = "INTERNAL_LISTEN_ADDR")]
+    pub internal_listen_addr: Option<SocketAddr>,
+    /// Bearer token the internal routes require, and the change handler sends. Unset: no check
+    /// (keep the internal listener on a private network).
+    #[arg(long, global = true, env = "INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<String>,
+    /// Name of this instance, sent as the `x-chatcore-node` header on every response.
+    #[arg(long, global = true, env = "NODE_ID")]
+    pub node_id: Option<String>,
     /// How long shutdown waits for connections and in-flight events.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
     /// Interval between server pings on every websocket.
-    #[arg(long, env = "PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub ping_interval: Duration,
     /// A websocket silent for this long is dropped.
-    #[arg(long, env = "PONG_WAIT", default_value = "40s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "PONG_WAIT", default_value = "40s", value_parser = parse_duration)]
     pub pong_wait: Duration,
     /// Upper bound of one websocket write.
-    #[arg(long, env = "WRITE_WAIT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "WRITE_WAIT", default_value = "10s", value_parser = parse_duration)]
     pub write_wait: Duration,
     /// Frames queued per websocket before broadcasts to it count as failed.
-    #[arg(long, env = "SOCKET_QUEUE_CAPACITY", default_value_t = 256)]
+    #[arg(
+        long,
+        global = true,
+        env = "SOCKET_QUEUE_CAPACITY",
+        default_value_t = 256
+    )]
     pub socket_queue_capacity: usize,
     /// Largest accepted message content, in bytes.
-    #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = 65_536)]
+    #[arg(
+        long,
+        global = true,
+        env = "MAX_CONTENT_BYTES",
+        default_value_t = 65_536
+    )]
     pub max_content_bytes: usize,
     /// How long a processed event suppresses its duplicates.
-    #[arg(long, env = "DEDUPLICATION_TTL", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "DEDUPLICATION_TTL", default_value = "5m", value_parser = parse_duration)]
     pub deduplication_ttl: Duration,
     /// How long a claimed event stays exclusive to the consumer processing it.
-    #[arg(long, env = "DEDUPLICATION_LEASE", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "DEDUPLICATION_LEASE", default_value = "60s", value_parser = parse_duration)]
     pub deduplication_lease: Duration,
     /// Behaviour when the event store is unreachable.
     #[arg(
         long,
+        global = true,
         env = "EVENT_STORE_FAILURE_POLICY",
         value_enum,
         default_value = "fail-open"
     )]
     pub event_store_failure_policy: EventStorePolicy,
     /// Prefix of idempotency keys: `eventstore:{prefix}:{key}`.
-    #[arg(long, env = "EVENT_STORE_KEY_PREFIX", default_value = "chat-cdc")]
+    #[arg(
+        long,
+        global = true,
+        env = "EVENT_STORE_KEY_PREFIX",
+        default_value = "chat-cdc"
+    )]
     pub event_store_key_prefix: String,
     /// Retries after the first delivery attempt.
-    #[arg(long, env = "MESSAGE_RETRY_MAX_RETRIES", default_value_t = 5)]
+    #[arg(
+        long,
+        global = true,
+        env = "MESSAGE_RETRY_MAX_RETRIES",
+        default_value_t = 5
+    )]
     pub message_retry_max_retries: u32,
     /// Wait before the first retry.
-    #[arg(long, env = "MESSAGE_RETRY_INITIAL_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "MESSAGE_RETRY_INITIAL_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub message_retry_initial_interval: Duration,
     /// Upper bound of the wait between retries.
-    #[arg(long, env = "MESSAGE_RETRY_MAX_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "MESSAGE_RETRY_MAX_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub message_retry_max_interval: Duration,
     /// Growth factor of the wait between retries.
-    #[arg(long, env = "MESSAGE_RETRY_MULTIPLIER", default_value_t = 2.0)]
+    #[arg(
+        long,
+        global = true,
+        env = "MESSAGE_RETRY_MULTIPLIER",
+        default_value_t = 2.0
+    )]
     pub message_retry_multiplier: f64,
     /// Log filter (`trace`, `debug`, `info`, `warn`, `error`, or a tracing directive).
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     /// Log output: `text` or `json`.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    #[arg(long, global = true, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
     /// MongoDB connection string of the message store; in memory when unset.
-    #[arg(long, env = "MONGO_URI", hide_env_values = true)]
+    #[arg(long, global = true, env = "MONGO_URI", hide_env_values = true)]
     pub mongo_uri: Option<String>,
     /// MongoDB database holding `chat`, `user_email` and the change checkpoints.
-    #[arg(long, env = "MONGO_DATABASE", default_value = "chat_db")]
+    #[arg(long, global = true, env = "MONGO_DATABASE", default_value = "chat_db")]
     pub mongo_database: String,
     /// Upper bound of every MongoDB call (a store that does not answer is a 503, not a hang).
-    #[arg(long, env = "MONGO_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "MONGO_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub mongo_timeout: Duration,
     /// Redis `host:port` (or `redis://` URL) of the event store; in memory when unset.
-    #[arg(long, env = "REDIS_ADDR")]
+    #[arg(long, global = true, env = "REDIS_ADDR")]
     pub redis_addr: Option<String>,
     /// Redis password.
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    #[arg(long, global = true, env = "REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
     /// Redis database number.
-    #[arg(long, env = "REDIS_DB", default_value_t = 0)]
+    #[arg(long, global = true, env = "REDIS_DB", default_value_t = 0)]
     pub redis_db: i64,
     /// Kafka bootstrap servers of the change feed. In role `all` the store's changes are relayed
     /// to the topic and consumed back from it; role `change-handler` requires it.
-    #[arg(long, env = "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS")]
+    #[arg(
+        long,
+        global = true,
+        env = "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS"
+    )]
     pub kafka_bootstrap_servers: Option<String>,
     /// Topic of the chat change events (Debezium's topic for the `chat` collection).
     #[arg(
         long,
+        global = true,
         env = "CHAT_PERSISTENCE_CHANGE_KAFKA_CONSUMER_INFO_TOPIC_NAME",
         default_value = "chat.changes"
     )]
@@ -137,28 +213,89 @@ pub struct Settings {
     /// Consumer group of the change handler.
     #[arg(
         long,
+        global = true,
         env = "CHAT_PERSISTENCE_CHANGE_KAFKA_CONSUMER_INFO_CONSUMER_NAME",
         default_value = "chat-change-handler"
     )]
     pub kafka_group: String,
     /// A new consumer group starts at the end of the topic instead of its beginning.
-    #[arg(long, env = "IGNORE_OLD_MESSAGE", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, global = true, env = "IGNORE_OLD_MESSAGE", default_value_t = false, action = clap::ArgAction::Set)]
     pub ignore_old_message: bool,
     /// Partitions of the topic when role `all` creates it for its relay.
-    #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 3)]
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_TOPIC_PARTITIONS",
+        default_value_t = 3
+    )]
     pub kafka_topic_partitions: i32,
     /// Base URL of the chat websocket tier (role `change-handler`).
-    #[arg(long, env = "CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_HOST")]
+    #[arg(
+        long,
+        global = true,
+        env = "CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_HOST"
+    )]
     pub chat_ws_url: Option<String>,
     /// Request timeout towards the chat websocket tier.
-    #[arg(long, env = "CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub chat_ws_timeout: Duration,
     /// Base URL of the notification websocket tier (role `change-handler`).
-    #[arg(long, env = "GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_HOST")]
+    #[arg(
+        long,
+        global = true,
+        env = "GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_HOST"
+    )]
     pub notifications_ws_url: Option<String>,
     /// Request timeout towards the notification websocket tier.
-    #[arg(long, env = "GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub notifications_ws_timeout: Duration,
+}
+
+impl Cli {
+    /// Parses the command line and environment. Help and version are printed and exit 0; any
+    /// other error exits 2 after one line naming the environment variable and flag at fault.
+    pub fn parse_or_exit() -> Self {
+        match Self::try_parse() {
+            Ok(cli) => cli,
+            Err(error) if !error.use_stderr() => error.exit(),
+            Err(error) => {
+                eprintln!("chat-server: {}", parse_error_line(&error));
+                std::process::exit(2)
+            }
+        }
+    }
+}
+
+/// One line for a command-line or environment error: `NAME (--flag): invalid value "x": why`.
+pub fn parse_error_line(error: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    use clap::CommandFactory;
+    let context = |kind| match error.get(kind) {
+        Some(ContextValue::String(text)) => Some(text.clone()),
+        Some(ContextValue::StyledStr(text)) => Some(text.to_string()),
+        _ => None,
+    };
+    let Some(flag) = context(ContextKind::InvalidArg) else {
+        let text = error.render().to_string();
+        let first = text.lines().next().unwrap_or("invalid command line");
+        return first.trim_start_matches("error: ").to_owned();
+    };
+    let long = flag.split_whitespace().next().unwrap_or(&flag).to_owned();
+    let command = Cli::command();
+    let env = command
+        .get_arguments()
+        .find(|arg| arg.get_long().is_some_and(|l| format!("--{l}") == long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned());
+    let name = match env {
+        Some(env) => format!("{env} ({long})"),
+        None => long,
+    };
+    let value = context(ContextKind::InvalidValue).unwrap_or_default();
+    let reason = std::error::Error::source(error)
+        .map(|cause| cause.to_string())
+        .unwrap_or_else(|| error.kind().to_string());
+    format!("{name}: invalid value {value:?}: {reason}")
 }
 
 /// Log output format.
@@ -310,6 +447,81 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_malformed_value_is_one_line_naming_the_variable() {
+        let error =
+            Cli::try_parse_from(["chat-server", "chat-ws", "--ping-interval", "30 seconds"])
+                .expect_err("bad duration");
+        let line = parse_error_line(&error);
+        assert!(
+            line.starts_with("PING_INTERVAL (--ping-interval): invalid value \"30 seconds\": "),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+        let error = Cli::try_parse_from(["chat-server", "--listen-addr", "nowhere"])
+            .expect_err("bad address");
+        assert!(parse_error_line(&error).starts_with("LISTEN_ADDR (--listen-addr)"));
+    }
+
+    #[test]
+    fn help_documents_every_variable_with_its_default() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for variable in [
+            "LISTEN_ADDR",
+            "INTERNAL_LISTEN_ADDR",
+            "INTERNAL_TOKEN",
+            "NODE_ID",
+            "SHUTDOWN_TIMEOUT",
+            "PING_INTERVAL",
+            "PONG_WAIT",
+            "WRITE_WAIT",
+            "MONGO_URI",
+            "MONGO_DATABASE",
+            "REDIS_ADDR",
+            "REDIS_PASSWORD",
+            "REDIS_DB",
+            "DEDUPLICATION_TTL",
+            "EVENT_STORE_KEY_PREFIX",
+            "MESSAGE_RETRY_MAX_RETRIES",
+            "MESSAGE_RETRY_INITIAL_INTERVAL",
+            "MESSAGE_RETRY_MAX_INTERVAL",
+            "MESSAGE_RETRY_MULTIPLIER",
+            "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
+            "CHAT_PERSISTENCE_CHANGE_KAFKA_CONSUMER_INFO_TOPIC_NAME",
+            "CHAT_PERSISTENCE_CHANGE_KAFKA_CONSUMER_INFO_CONSUMER_NAME",
+            "CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_HOST",
+            "CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_TIMEOUT",
+            "GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_HOST",
+            "GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_TIMEOUT",
+            "LOG_LEVEL",
+        ] {
+            assert!(
+                help.contains(&format!("[env: {variable}")),
+                "{variable} missing from --help"
+            );
+        }
+        for default in [
+            "[default: 5m]",
+            "[default: 100ms]",
+            "[default: 30s]",
+            "[default: 2]",
+            "[default: chat.changes]",
+        ] {
+            assert!(help.contains(default), "{default} missing from --help");
+        }
+        for role in [
+            "persistence",
+            "relay",
+            "change-handler",
+            "chat-ws",
+            "notifications-ws",
+            "email",
+        ] {
+            assert!(help.contains(role), "role {role} missing from --help");
+        }
     }
 
     #[test]

@@ -1,13 +1,12 @@
 //! `chat-server`: runs the chatcore pipeline. See `chat-server --help`.
 
-use clap::Parser;
 use reference_server::config::LogFormat;
 use reference_server::{Cli, Role};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_or_exit();
     init_logging(&cli.settings.log_level, cli.settings.log_format);
     let role = cli.role.unwrap_or(Role::All);
     tracing::debug!(?role, "starting");

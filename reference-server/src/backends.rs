@@ -1,0 +1,151 @@
+//! The backends the settings name: the message store (MongoDB or in memory) and its change feed,
+//! the event store (Redis or in memory), the Kafka change source and the relay to Kafka.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatcore::app::AppConfig;
+use chatcore::change::ChangeSource;
+use chatcore::dedup::{EventStore, InMemoryEventStore, UnavailablePolicy};
+use chatcore::http::ReadinessCheck;
+use chatcore::store::{InMemoryMessageStore, MessageStore, CHAT_COLLECTION};
+use chatcore_kafka::{KafkaChangeSource, KafkaPublisher, KafkaSourceConfig};
+use chatcore_mongo::{MongoChangeStream, MongoConfig, MongoMessageStore};
+use chatcore_redis::{RedisConfig, RedisEventStore};
+use mongodb::Database;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Settings};
+
+/// A named `/readyz` probe.
+pub(crate) type NamedCheck = (String, ReadinessCheck);
+
+/// The event store the settings name, with its readiness probe when it has one.
+pub(crate) fn event_store(
+    settings: &Settings,
+    config: &AppConfig,
+) -> Result<(Arc<dyn EventStore>, Option<NamedCheck>), ConfigError> {
+    let Some(addr) = Settings::present(&settings.redis_addr) else {
+        return Ok((Arc::new(InMemoryEventStore::new()), None));
+    };
+    let mut redis = RedisConfig::new(addr, settings.event_store_key_prefix.clone());
+    redis.password = settings.redis_password.clone();
+    redis.db = settings.redis_db;
+    let store = Arc::new(
+        RedisEventStore::new(redis).map_err(|e| ConfigError::Backend {
+            variable: "REDIS_ADDR",
+            reason: e.to_string(),
+        })?,
+    );
+    // With fail-open (the default) the service keeps delivering while Redis is down, so Redis
+    // only gates readiness under fail-closed.
+    let probe = (config.dedup.on_unavailable == UnavailablePolicy::FailClosed).then(|| {
+        let probe = Arc::clone(&store);
+        let check: ReadinessCheck = Arc::new(move || {
+            let probe = Arc::clone(&probe);
+            Box::pin(async move { probe.ping().await.map_err(|e| e.to_string()) })
+        });
+        ("redis".to_owned(), check)
+    });
+    Ok((store, probe))
+}
+
+pub(crate) fn kafka_source(
+    settings: &Settings,
+    bootstrap: &str,
+) -> Result<KafkaChangeSource, ConfigError> {
+    let mut config =
+        KafkaSourceConfig::new(bootstrap, &settings.kafka_topic, &settings.kafka_group);
+    config.ignore_old_messages = settings.ignore_old_message;
+    KafkaChangeSource::new(config).map_err(|e| ConfigError::Backend {
+        variable: "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
+        reason: e.to_string(),
+    })
+}
+
+/// A task that runs beside a node and stops with it (the relay to Kafka).
+pub(crate) type Companion = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Starts a companion once the node's shutdown token exists.
+pub(crate) type CompanionStarter = Box<dyn FnOnce(CancellationToken) -> Companion + Send>;
+
+pub(crate) fn kafka_error(error: chatcore_kafka::KafkaBackendError) -> ConfigError {
+    ConfigError::Backend {
+        variable: "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
+        reason: error.to_string(),
+    }
+}
+
+pub(crate) fn mongo_error(error: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Backend {
+        variable: "MONGO_URI",
+        reason: error.to_string(),
+    }
+}
+
+/// The message store the settings name and a way to open consumers of its change feed.
+pub(crate) enum Store {
+    Memory(Arc<InMemoryMessageStore>),
+    Mongo(Database, Duration),
+}
+
+impl Store {
+    pub(crate) async fn open(settings: &Settings) -> Result<Self, ConfigError> {
+        let Some(uri) = Settings::present(&settings.mongo_uri) else {
+            return Ok(Self::Memory(Arc::new(InMemoryMessageStore::new())));
+        };
+        let config = MongoConfig {
+            timeout: settings.mongo_timeout,
+            ..MongoConfig::new(uri, &settings.mongo_database)
+        };
+        let database = chatcore_mongo::connect(&config)
+            .await
+            .map_err(mongo_error)?;
+        Ok(Self::Mongo(database, settings.mongo_timeout))
+    }
+
+    pub(crate) async fn message_store(&self) -> Result<Arc<dyn MessageStore>, ConfigError> {
+        match self {
+            Self::Memory(store) => Ok(store.clone()),
+            Self::Mongo(database, timeout) => {
+                let store = MongoMessageStore::new(database.clone(), *timeout);
+                store.create_indexes().await.map_err(mongo_error)?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+
+    /// The store's change feed, read as consumer `consumer`.
+    pub(crate) async fn feed(&self, consumer: &str) -> Result<Arc<dyn ChangeSource>, ConfigError> {
+        match self {
+            Self::Memory(store) => Ok(Arc::new(store.change_source(consumer))),
+            Self::Mongo(database, timeout) => Ok(Arc::new(
+                MongoChangeStream::open(database, CHAT_COLLECTION, consumer, *timeout)
+                    .await
+                    .map_err(mongo_error)?,
+            )),
+        }
+    }
+}
+
+/// Consumer name of the relay on the store's change feed.
+pub(crate) const RELAY_CONSUMER: &str = "kafka-relay";
+
+/// A relay of the store's feed to the Kafka topic, started once the node's shutdown token exists.
+pub(crate) async fn kafka_relay(
+    settings: &Settings,
+    bootstrap: &str,
+    feed: Arc<dyn ChangeSource>,
+) -> Result<CompanionStarter, ConfigError> {
+    let publisher =
+        KafkaPublisher::new(bootstrap, &settings.mongo_database).map_err(kafka_error)?;
+    publisher
+        .ensure_topic(&settings.kafka_topic, settings.kafka_topic_partitions)
+        .await
+        .map_err(kafka_error)?;
+    let topic = settings.kafka_topic.clone();
+    Ok(Box::new(move |shutdown: CancellationToken| -> Companion {
+        Box::pin(chatcore_kafka::relay(feed, publisher, topic, shutdown))
+    }))
+}

@@ -1,0 +1,178 @@
+//! Serving a role's routes on its listeners, and the graceful shutdown every role shares: stop
+//! accepting, close websockets with 1001, let open requests finish, all within
+//! `SHUTDOWN_TIMEOUT`.
+//!
+//! A role has client routes and, for the websocket tiers, internal routes (forward, close-stream,
+//! notifications). Where they are served:
+//!
+//! | listeners | `LISTEN_ADDR` | `INTERNAL_LISTEN_ADDR` |
+//! | --- | --- | --- |
+//! | one (role `all` without `INTERNAL_LISTEN_ADDR`) | client + internal | — |
+//! | two | client only | client + internal |
+//!
+//! The internal listener serves the client routes too, so a balancer reaches every route of an
+//! instance at one address and hashes websockets and forwards of one key on one ring (see
+//! `deploy/nginx/chatcore.conf`). With `INTERNAL_TOKEN` the internal routes require
+//! `Authorization: Bearer <token>` wherever they are served.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use chatcore::http;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::ServerError;
+
+/// The bound listeners of a role.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `LISTEN_ADDR`: client routes (and, with no internal listener, the internal ones).
+    pub public: TcpListener,
+    /// `INTERNAL_LISTEN_ADDR`: client and internal routes, for the balancer and the change
+    /// handler.
+    pub internal: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(public: TcpListener) -> Self {
+        Self {
+            public,
+            internal: None,
+        }
+    }
+}
+
+impl Listeners {
+    /// Binds `LISTEN_ADDR` and, when set, `INTERNAL_LISTEN_ADDR`.
+    pub async fn bind(settings: &Settings) -> Result<Self, ServerError> {
+        let public = bind(settings.listen_addr).await?;
+        let internal = match settings.internal_listen_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Self { public, internal })
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Listen { addr, source })
+}
+
+/// How a role serves: the settings of `Settings` that shape its routers and its drain.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// How long shutdown waits for open connections (`SHUTDOWN_TIMEOUT`).
+    pub shutdown_timeout: Duration,
+    /// Bearer token the internal routes require (`INTERNAL_TOKEN`).
+    pub internal_token: Option<String>,
+    /// Sent as [`http::NODE_HEADER`] on every response (`NODE_ID`).
+    pub node_id: Option<String>,
+}
+
+impl From<&Settings> for ServeOptions {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            shutdown_timeout: settings.shutdown_timeout,
+            internal_token: Settings::present(&settings.internal_token).map(str::to_owned),
+            node_id: Settings::present(&settings.node_id).map(str::to_owned),
+        }
+    }
+}
+
+/// The routes of a role, before layers.
+pub(crate) struct Routes {
+    /// Client-facing routes, operational routes included.
+    pub client: Router,
+    /// Internal routes, if the role has any.
+    pub internal: Option<Router>,
+}
+
+impl Routes {
+    /// One router per listener: internal routes behind the bearer check when `INTERNAL_TOKEN` is
+    /// set, every router with the common layers and the node header.
+    fn into_routers(self, options: &ServeOptions, split: bool) -> (Router, Option<Router>) {
+        let finish = |router: Router| {
+            let router = http::with_common_layers(router);
+            match &options.node_id {
+                Some(node_id) => http::with_node_id(router, node_id),
+                None => router,
+            }
+        };
+        let internal = self.internal.map(|internal| match &options.internal_token {
+            Some(token) => http::require_bearer(internal, token),
+            None => internal,
+        });
+        match (split, internal) {
+            (true, internal) => {
+                let mut trusted = self.client.clone();
+                if let Some(internal) = internal {
+                    trusted = trusted.merge(internal);
+                }
+                (finish(self.client), Some(finish(trusted)))
+            }
+            (false, Some(internal)) => (finish(self.client.merge(internal)), None),
+            (false, None) => (finish(self.client), None),
+        }
+    }
+}
+
+/// Serves `routes` on `listeners` until `shutdown` resolves, then calls `begin_shutdown` (close
+/// websockets, stop taking events) and waits for open connections up to `SHUTDOWN_TIMEOUT`.
+/// Returns the time the drain took, so the caller can give what is left to its own tasks.
+pub(crate) async fn serve_routes(
+    routes: Routes,
+    listeners: Listeners,
+    options: &ServeOptions,
+    shutdown: impl Future<Output = ()>,
+    begin_shutdown: impl FnOnce(),
+) -> Result<Duration, ServerError> {
+    let (public, internal) = routes.into_routers(options, listeners.internal.is_some());
+    let mut served = vec![(listeners.public, public, "public")];
+    if let (Some(listener), Some(router)) = (listeners.internal, internal) {
+        served.push((listener, router, "internal"));
+    }
+    let stopping = CancellationToken::new();
+    let mut servers = JoinSet::new();
+    for (listener, router, name) in served {
+        let addr = local_addr(&listener)?;
+        tracing::info!(%addr, listener = name, "chat-server listening");
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(stopping.clone().cancelled_owned());
+        servers.spawn(async move { server.await.map_err(|source| (addr, source)) });
+    }
+    tokio::select! {
+        () = shutdown => tracing::info!("shutdown requested"),
+        Some(ended) = servers.join_next() => {
+            if let Ok(Err((addr, source))) = ended {
+                stopping.cancel();
+                return Err(ServerError::Listen { addr, source });
+            }
+        }
+    }
+    let started = tokio::time::Instant::now();
+    begin_shutdown();
+    stopping.cancel();
+    let drained = async { while servers.join_next().await.is_some() {} };
+    if tokio::time::timeout(options.shutdown_timeout, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open at SHUTDOWN_TIMEOUT; closing them");
+        servers.abort_all();
+    }
+    Ok(started.elapsed())
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Listen {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}

@@ -1,0 +1,180 @@
+//! The client-facing services of the split topology: `persistence` (the message API), `chat-ws`
+//! (chat websockets by `stream_id`) and `notifications-ws` (notification websockets by
+//! `user_id`). The websocket tiers take deliveries on their internal routes, which only
+//! `INTERNAL_LISTEN_ADDR` serves.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use chatcore::forward::InProcessForwarder;
+use chatcore::http::{
+    self, ChatTierState, InternalState, NotificationTierState, OpsState, PersistenceState,
+};
+use chatcore::metrics::{Metrics, TierLabel};
+use chatcore::sockets::{CloseReason, LocalSocketRegistry, SocketRegistry, SHUTDOWN_CLOSE_CODE};
+use chatcore::store::MessageStore;
+
+use crate::backends::Store;
+use crate::config::{ConfigError, Settings};
+use crate::serving::{serve_routes, Listeners, Routes, ServeOptions};
+use crate::ServerError;
+
+/// The message store of a split role: MongoDB, which `MONGO_URI` must name (an in-memory store
+/// would not be shared with the other processes).
+async fn shared_store(
+    settings: &Settings,
+    role: &'static str,
+) -> Result<Arc<dyn MessageStore>, ConfigError> {
+    Settings::required(&settings.mongo_uri, "MONGO_URI", role)?;
+    Store::open(settings).await?.message_store().await
+}
+
+fn ops(metrics: &Arc<Metrics>, store: Option<&Arc<dyn MessageStore>>) -> Router {
+    let readiness = store
+        .map(|store| ("store".to_owned(), http::store_readiness(store.clone())))
+        .into_iter()
+        .collect();
+    http::ops_router(OpsState {
+        metrics: metrics.clone(),
+        readiness,
+    })
+}
+
+/// Serves role `persistence`: `POST /chat/messages` (alias `/chat/persist`) and
+/// `GET /chat/messages` on MongoDB. Stateless: run as many as the write load needs.
+pub async fn serve_persistence(
+    settings: Settings,
+    listeners: impl Into<Listeners>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let config = settings.app_config()?;
+    let store = shared_store(&settings, "persistence").await?;
+    let metrics = Arc::new(Metrics::new());
+    let client = http::persistence_router(PersistenceState {
+        store: store.clone(),
+        limits: config.limits,
+        metrics: metrics.clone(),
+    })
+    .merge(ops(&metrics, Some(&store)));
+    let routes = Routes {
+        client,
+        internal: None,
+    };
+    let options = ServeOptions::from(&settings);
+    serve_routes(routes, listeners.into(), &options, shutdown, || {}).await?;
+    tracing::info!("persistence stopped");
+    Ok(())
+}
+
+/// The sessions a websocket tier closes with 1001 when it shuts down.
+fn close_on_shutdown(registry: Arc<LocalSocketRegistry>) -> impl FnOnce() {
+    move || {
+        let closed = registry.close_all(CloseReason::new(
+            SHUTDOWN_CLOSE_CODE,
+            "server shutting down",
+        ));
+        tracing::info!(closed, "websockets closed");
+    }
+}
+
+fn require_internal_listener(listeners: &Listeners, role: &'static str) -> Result<(), ConfigError> {
+    match listeners.internal {
+        Some(_) => Ok(()),
+        None => Err(ConfigError::Missing {
+            variable: "INTERNAL_LISTEN_ADDR",
+            role,
+        }),
+    }
+}
+
+/// Serves role `chat-ws`: `GET /chat/subscribe` (with `since=` replayed from MongoDB) and, on
+/// the internal listener, `POST /chat/forward-to-websocket` and `POST /chat/close-stream`. Run
+/// several behind a balancer that hashes on `stream_id` (`deploy/nginx`).
+pub async fn serve_chat_ws(
+    settings: Settings,
+    listeners: impl Into<Listeners>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    const ROLE: &str = "chat-ws";
+    let listeners = listeners.into();
+    require_internal_listener(&listeners, ROLE)?;
+    let config = settings.app_config()?;
+    let store = shared_store(&settings, ROLE).await?;
+    let metrics = Arc::new(Metrics::new());
+    let sockets = Arc::new(LocalSocketRegistry::new(TierLabel::chat, metrics.clone()));
+    // The chat routes only touch the chat registry; the other one is never used here.
+    let unused = Arc::new(LocalSocketRegistry::new(
+        TierLabel::notifications,
+        metrics.clone(),
+    ));
+    let client = http::chat_tier_router(ChatTierState {
+        sockets: sockets.clone(),
+        store: store.clone(),
+        session: config.session,
+    })
+    .merge(ops(&metrics, Some(&store)));
+    let internal = http::chat_internal_router(InternalState {
+        forwarder: Arc::new(InProcessForwarder::new(sockets.clone(), unused)),
+        limits: config.limits,
+    });
+    let routes = Routes {
+        client,
+        internal: Some(internal),
+    };
+    let options = ServeOptions::from(&settings);
+    serve_routes(
+        routes,
+        listeners,
+        &options,
+        shutdown,
+        close_on_shutdown(sockets),
+    )
+    .await?;
+    tracing::info!("chat-ws stopped");
+    Ok(())
+}
+
+/// Serves role `notifications-ws`: `GET /notifications/subscribe` and, on the internal
+/// listener, `POST /notifications/{chat, purchase, payment-reminder, shipping}`. Run several
+/// behind a balancer that hashes on `user_id`.
+pub async fn serve_notifications_ws(
+    settings: Settings,
+    listeners: impl Into<Listeners>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    const ROLE: &str = "notifications-ws";
+    let listeners = listeners.into();
+    require_internal_listener(&listeners, ROLE)?;
+    let config = settings.app_config()?;
+    let metrics = Arc::new(Metrics::new());
+    let sockets = Arc::new(LocalSocketRegistry::new(
+        TierLabel::notifications,
+        metrics.clone(),
+    ));
+    let unused = Arc::new(LocalSocketRegistry::new(TierLabel::chat, metrics.clone()));
+    let client = http::notification_tier_router(NotificationTierState {
+        sockets: sockets.clone(),
+        session: config.session,
+    })
+    .merge(ops(&metrics, None));
+    let internal = http::notification_internal_router(InternalState {
+        forwarder: Arc::new(InProcessForwarder::new(unused, sockets.clone())),
+        limits: config.limits,
+    });
+    let routes = Routes {
+        client,
+        internal: Some(internal),
+    };
+    let options = ServeOptions::from(&settings);
+    serve_routes(
+        routes,
+        listeners,
+        &options,
+        shutdown,
+        close_on_shutdown(sockets),
+    )
+    .await?;
+    tracing::info!("notifications-ws stopped");
+    Ok(())
+}
