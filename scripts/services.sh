@@ -9,6 +9,9 @@
 #   scripts/services.sh kafka-run <main class> [args...]
 #                                run a Kafka class (e.g. org.apache.kafka.tools.TopicCommand) on
 #                                the broker's classpath, for poking at the broker by hand
+#   scripts/services.sh nginx-run <prefix dir> <main conf>
+#                                run nginx in the foreground (`nginx -p <prefix dir> -c <main conf>
+#                                -g 'daemon off;'`), installing it first if it is missing
 #
 # Idempotent: a running service is reused. Ports: CHATCORE_REDIS_PORT (16379), CHATCORE_SMTP_PORT
 # (12525), CHATCORE_KAFKA_PORT (19092), CHATCORE_KAFKA_CONTROLLER_PORT (19093) and
@@ -26,6 +29,12 @@
 # against them (again only when the source changes) and run with the machine's Java. Being in
 # memory, every start after a `down` begins empty. If CHATCORE_TEST_MONGO_URI is already set to
 # another server, that server is used instead: nothing is started and its URI is printed.
+#
+# nginx (Debian's package) is only installed, never started: the balancer tests run instances of
+# their own, each with its own prefix directory and a main configuration that includes
+# deploy/nginx/chatcore.conf, through CHATCORE_TEST_NGINX (the binary, which lives in /usr/sbin)
+# or `nginx-run`. Should the package's own service come up during the install (the machine's
+# policy-rc.d normally forbids it), it is stopped again, so nothing is left on port 80.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -318,6 +327,37 @@ kafka_wait() { # until the broker serves requests: listening, then a topic listi
   done
 }
 
+# --- nginx -------------------------------------------------------------------------------------
+nginx_bin() { # the nginx binary's path: it lives in /usr/sbin, which a user's PATH may lack
+  command -v nginx 2>/dev/null && return 0
+  if [ -x /usr/sbin/nginx ]; then echo /usr/sbin/nginx; return 0; fi
+  return 1
+}
+
+nginx_masters() { # pids of the running nginx master processes, whoever started them
+  local dir
+  for dir in /proc/[0-9]*; do
+    case "$(tr '\0' ' ' 2>/dev/null <"$dir/cmdline")" in
+      "nginx: master process"*) echo "${dir#/proc/}" ;;
+    esac
+  done
+}
+
+nginx_install() { # Debian's nginx unless there is one, without leaving its service running
+  nginx_bin >/dev/null && return 0
+  local before pid
+  before=" $(nginx_masters | tr '\n' ' ') "
+  ensure_apt nginx nginx
+  # The package's postinst starts its service unless policy-rc.d denies it; one that came up
+  # during the install would hold port 80 and outlive every test: stop it (and only it).
+  for pid in $(nginx_masters); do
+    case "$before" in *" $pid "*) continue ;; esac
+    log "stopping the nginx service that the package started (pid $pid); the tests run their own"
+    stop_pid "$pid" "the packaged nginx service" 10
+  done
+  nginx_bin >/dev/null || { log "nginx is still missing after installing Debian's package"; return 1; }
+}
+
 # --- MongoDB (mongo-java-server) ---------------------------------------------------------------
 mongo_external() { # CHATCORE_TEST_MONGO_URI names a server other than ours: use that one
   [ -n "${CHATCORE_TEST_MONGO_URI:-}" ] && [ "$CHATCORE_TEST_MONGO_URI" != "$mongo_own_uri" ]
@@ -446,6 +486,7 @@ export CHATCORE_TEST_SMTP_MAILDIR=$state/smtp/maildir
 export CHATCORE_TEST_KAFKA=127.0.0.1:$kafka_port
 export CHATCORE_TEST_KAFKA_HOME=$kafka_home
 export CHATCORE_TEST_MONGO_URI=$(mongo_uri)
+export CHATCORE_TEST_NGINX=$(nginx_bin || echo nginx)
 ENV
   # Lets a test run an emulator of its own (to stop and restart it): java -cp "$CP" MongoLauncher <port>
   if ! mongo_external; then
@@ -459,6 +500,7 @@ case "${1:-}" in
     mongo_start
     redis_up
     smtp_up
+    nginx_install
     mongo_wait
     kafka_wait
     print_env
@@ -484,6 +526,11 @@ case "${1:-}" in
     else
       echo "mongo: down"
     fi
+    if nginx_path="$(nginx_bin)"; then
+      echo "nginx: installed, $nginx_path ($("$nginx_path" -v 2>&1 | sed 's/^nginx version: //')); not a service, the tests start their own"
+    else
+      echo "nginx: not installed"
+    fi
     ;;
   env)
     print_env
@@ -494,8 +541,16 @@ case "${1:-}" in
     [ -f "$kafka_home/config/tools-log4j2.properties" ] || kafka_config
     kafka_tool "$@"
     ;;
+  nginx-run)
+    if [ "$#" -ne 3 ]; then
+      echo "usage: $0 nginx-run <prefix dir> <main conf>" >&2
+      exit 2
+    fi
+    nginx_install
+    exec "$(nginx_bin)" -p "$2" -c "$3" -g 'daemon off;'
+    ;;
   *)
-    echo "usage: $0 up|down|status|env|kafka-run <main class> [args...]" >&2
+    echo "usage: $0 up|down|status|env|kafka-run <main class> [args...]|nginx-run <prefix dir> <main conf>" >&2
     exit 2
     ;;
 esac
