@@ -307,10 +307,13 @@ fn chat_server(args: &[&str], vars: &[(&str, &str)]) -> (Option<i32>, String) {
     )
 }
 
+/// Arguments, environment, and the expected error.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn each_role_names_the_setting_it_misses_in_one_line() {
     let internal = ("INTERNAL_LISTEN_ADDR", "127.0.0.1:0");
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         (&["chat-ws"], &[], "INTERNAL_LISTEN_ADDR is required by role chat-ws"),
         (&["chat-ws"], &[internal], "MONGO_URI is required by role chat-ws"),
         (
