@@ -367,3 +367,42 @@ fn a_malformed_variable_is_named_in_one_line_and_help_exits_zero() {
     assert_eq!(output.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&output.stdout).contains("[env: INTERNAL_LISTEN_ADDR"));
 }
+
+#[test]
+fn the_example_environment_files_name_only_real_settings_with_valid_values() {
+    use clap::{CommandFactory, Parser};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/env");
+    let command = reference_server::Cli::command();
+    let mut checked = 0;
+    for role in [
+        "persistence",
+        "relay",
+        "change-handler",
+        "chat-ws",
+        "notifications-ws",
+    ] {
+        let mut args = vec!["chat-server".to_owned(), role.to_owned()];
+        for file in ["common.env", &format!("{role}.env")] {
+            let text = std::fs::read_to_string(dir.join(file)).expect("env file");
+            for line in text.lines().map(str::trim) {
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (name, value) = line.split_once('=').expect("NAME=value");
+                let arg = command
+                    .get_arguments()
+                    .find(|arg| arg.get_env().is_some_and(|env| env == name))
+                    .unwrap_or_else(|| panic!("{file}: {name} is not a chat-server setting"));
+                if !value.is_empty() {
+                    args.push(format!("--{}={value}", arg.get_long().expect("long flag")));
+                }
+                checked += 1;
+            }
+        }
+        let cli = reference_server::Cli::try_parse_from(&args).unwrap_or_else(|e| {
+            panic!("{role}: {}", reference_server::config::parse_error_line(&e))
+        });
+        cli.settings.app_config().expect("valid settings");
+    }
+    assert!(checked > 30, "{checked} settings checked");
+}
