@@ -377,7 +377,9 @@ fn start_nginx(
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/chatcore.conf");
     let shipped = shipped.canonicalize().expect("deploy/nginx/chatcore.conf");
     let main = format!(
-        "worker_processes 2;\n\
+        // One process running as the test's user: no workers dropping to another user that
+        // cannot use the temp dirs, and nothing orphaned if the test is killed.
+        "master_process off;\n\
          pid {prefix}/nginx.pid;\n\
          error_log {prefix}/error.log info;\n\
          events {{ worker_connections 4096; }}\n\
