@@ -246,6 +246,43 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
     send_round(&http, &cluster.public, &conversations, 1, &posted).await;
     await_delivery(&mut cluster, &conversations, &notified, "round 1").await;
 
+    // The failover call the change handler makes after exhausted retries, through the balancer's
+    // internal server: it reaches the instance holding the stream, whose three sockets close with
+    // 4000 and reconnect with since=.
+    let failed_over = &conversations[1];
+    let response = http
+        .post(format!(
+            "{}/chat/close-stream?stream_id={}",
+            cluster.internal, failed_over.stream_id
+        ))
+        .bearer_auth(cluster::TOKEN)
+        .json(&json!({"stream_id": failed_over.stream_id, "reason": "topology failover"}))
+        .send()
+        .await
+        .expect("close-stream through nginx");
+    assert_eq!(response.status().as_u16(), 200);
+    let closed: Value = response.json().await.expect("closed report");
+    assert_eq!(
+        closed["closed"], 3,
+        "all of the stream's sockets sit where its forwards go"
+    );
+    await_connections(failed_over.devices.iter(), 2).await;
+    for device in &failed_over.devices {
+        let log = device.log.lock().expect("log");
+        assert_eq!(log.connections.len(), 2, "{}", device.label);
+        assert_eq!(
+            log.last_close,
+            Some(4000),
+            "{}: failover close code",
+            device.label
+        );
+        assert_eq!(
+            log.connections[0].node, log.connections[1].node,
+            "{}",
+            device.label
+        );
+    }
+
     // Round 2: the chat-ws holding conversation 0 is killed mid-round; its clients reconnect.
     let victim_node = initial
         .iter()
