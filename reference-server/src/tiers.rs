@@ -67,15 +67,24 @@ pub async fn serve_persistence(
     Ok(())
 }
 
-/// The sessions a websocket tier closes with 1001 when it shuts down.
-fn close_on_shutdown(registry: Arc<LocalSocketRegistry>) -> impl FnOnce() {
-    move || {
-        let closed = registry.close_all(CloseReason::new(
-            SHUTDOWN_CLOSE_CODE,
-            "server shutting down",
-        ));
+/// Serves a websocket tier until `shutdown`, then closes its sessions with 1001 and drains.
+async fn serve_tier(
+    role: &'static str,
+    routes: Routes,
+    sockets: Arc<LocalSocketRegistry>,
+    listeners: Listeners,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let options = ServeOptions::from(settings);
+    let close_sessions = move || {
+        let reason = CloseReason::new(SHUTDOWN_CLOSE_CODE, "server shutting down");
+        let closed = sockets.close_all(reason);
         tracing::info!(closed, "websockets closed");
-    }
+    };
+    serve_routes(routes, listeners, &options, shutdown, close_sessions).await?;
+    tracing::info!(role, "stopped");
+    Ok(())
 }
 
 fn require_internal_listener(listeners: &Listeners, role: &'static str) -> Result<(), ConfigError> {
@@ -122,17 +131,7 @@ pub async fn serve_chat_ws(
         client,
         internal: Some(internal),
     };
-    let options = ServeOptions::from(&settings);
-    serve_routes(
-        routes,
-        listeners,
-        &options,
-        shutdown,
-        close_on_shutdown(sockets),
-    )
-    .await?;
-    tracing::info!("chat-ws stopped");
-    Ok(())
+    serve_tier(ROLE, routes, sockets, listeners, &settings, shutdown).await
 }
 
 /// Serves role `notifications-ws`: `GET /notifications/subscribe` and, on the internal
@@ -166,15 +165,5 @@ pub async fn serve_notifications_ws(
         client,
         internal: Some(internal),
     };
-    let options = ServeOptions::from(&settings);
-    serve_routes(
-        routes,
-        listeners,
-        &options,
-        shutdown,
-        close_on_shutdown(sockets),
-    )
-    .await?;
-    tracing::info!("notifications-ws stopped");
-    Ok(())
+    serve_tier(ROLE, routes, sockets, listeners, &settings, shutdown).await
 }
