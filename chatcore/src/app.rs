@@ -247,13 +247,20 @@ impl ChatApp {
         self.shutdown.cancel();
     }
 
-    /// Shuts down and waits up to `grace` for in-flight events to finish. Returns false when the
-    /// change handler was still busy at the deadline (its unfinished events are not acknowledged
-    /// and will be delivered again).
+    /// Shuts down and waits up to `grace` for in-flight events to finish and every websocket to
+    /// be closed. Returns false when something was still busy at the deadline (unfinished events
+    /// are not acknowledged and will be delivered again).
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.begin_shutdown();
         let mut pipeline = self.pipeline;
-        match tokio::time::timeout(grace, &mut pipeline).await {
+        // Sessions write their 1001 close frames on their own tasks: wait for them too, so a
+        // process exiting right after this does not cut them off.
+        let sessions = async {
+            self.chat_sockets.drained().await;
+            self.notification_sockets.drained().await;
+        };
+        let finished = async { tokio::join!(&mut pipeline, sessions) };
+        match tokio::time::timeout(grace, finished).await {
             Ok(_) => true,
             Err(_) => {
                 pipeline.abort();

@@ -143,6 +143,7 @@ pub trait SocketRegistry: Send + Sync {
 #[derive(Debug)]
 pub struct LocalSocketRegistry {
     sessions: RwLock<HashMap<String, HashMap<SessionId, SessionHandle>>>,
+    emptied: tokio::sync::Notify,
     closing: AtomicBool,
     tier: TierLabel,
     metrics: Arc<Metrics>,
@@ -153,6 +154,7 @@ impl LocalSocketRegistry {
     pub fn new(tier: TierLabel, metrics: Arc<Metrics>) -> Self {
         Self {
             sessions: RwLock::new(HashMap::new()),
+            emptied: tokio::sync::Notify::new(),
             closing: AtomicBool::new(false),
             tier,
             metrics,
@@ -204,8 +206,35 @@ impl LocalSocketRegistry {
         if group.is_empty() {
             sessions.remove(key);
         }
+        let now_empty = sessions.is_empty();
         drop(sessions);
         self.gauge_add(-(removed as i64));
+        if now_empty {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Number of open sessions under every key.
+    pub fn len(&self) -> usize {
+        self.read().values().map(HashMap::len).sum()
+    }
+
+    /// True when no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// Resolves once no session is open: after [`SocketRegistry::close_all`], when every
+    /// session has written its close frame and ended. A process should await it (bounded by its
+    /// shutdown timeout) before exiting, or clients see the connection drop instead of 1001.
+    pub async fn drained(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            if self.is_empty() {
+                return;
+            }
+            emptied.await;
+        }
     }
 }
 
@@ -577,6 +606,30 @@ mod tests {
         assert_eq!(registry.close_all(CloseReason::new(1001, "bye")), 1);
         let (late, _late_rx) = session_channel(4);
         assert!(!registry.register("s", late));
+    }
+
+    #[tokio::test]
+    async fn drained_resolves_once_the_last_session_is_gone() {
+        let registry = Arc::new(registry());
+        let (a, _a_rx) = session_channel(4);
+        let (b, _b_rx) = session_channel(4);
+        let (a_id, b_id) = (a.id, b.id);
+        registry.register("s1", a);
+        registry.register("s2", b);
+        assert_eq!(registry.len(), 2);
+        let waiter = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.drained().await }
+        });
+        registry.unregister("s1", a_id);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one session is still open");
+        registry.unregister("s2", b_id);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("drained after the last session")
+            .expect("task");
+        assert!(registry.is_empty());
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub async fn serve_app_with(
     let remaining = options.shutdown_timeout.saturating_sub(drained);
     if !app.shutdown(remaining).await {
         tracing::warn!(
-            "change handler still busy at SHUTDOWN_TIMEOUT; unfinished events will be redelivered"
+            "change handler or websockets still busy at SHUTDOWN_TIMEOUT; unfinished events will be redelivered"
         );
     }
     tracing::info!("chat-server stopped");

@@ -77,12 +77,24 @@ async fn serve_tier(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let options = ServeOptions::from(settings);
+    let registry = sockets.clone();
     let close_sessions = move || {
         let reason = CloseReason::new(SHUTDOWN_CLOSE_CODE, "server shutting down");
-        let closed = sockets.close_all(reason);
+        let closed = registry.close_all(reason);
         tracing::info!(closed, "websockets closed");
     };
-    serve_routes(routes, listeners, &options, shutdown, close_sessions).await?;
+    let drained = serve_routes(routes, listeners, &options, shutdown, close_sessions).await?;
+    // The close frames are written by the sessions' own tasks: wait for them before exiting.
+    let remaining = options.shutdown_timeout.saturating_sub(drained);
+    if tokio::time::timeout(remaining, sockets.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = sockets.len(),
+            "websockets still open at SHUTDOWN_TIMEOUT"
+        );
+    }
     tracing::info!(role, "stopped");
     Ok(())
 }

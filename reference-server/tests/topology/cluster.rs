@@ -336,7 +336,8 @@ fn members(addresses: impl Iterator<Item = String>) -> String {
 }
 
 /// Writes a main configuration that includes the repository's `deploy/nginx/chatcore.conf` and
-/// this run's member lists, and starts nginx in the foreground.
+/// this run's member lists, and starts nginx in the foreground with `scripts/services.sh
+/// nginx-run`.
 fn start_nginx(
     dir: &Path,
     public_port: u16,
@@ -397,14 +398,13 @@ fn start_nginx(
     );
     let conf = prefix.join("nginx.conf");
     std::fs::write(&conf, main).expect("nginx.conf");
-    let nginx = required_env("CHATCORE_TEST_NGINX");
+    // Started by the project's script, which execs Debian's nginx in the foreground.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
     let args = vec![
-        "-p".to_owned(),
+        script.display().to_string(),
+        "nginx-run".to_owned(),
         format!("{}/", prefix.display()),
-        "-c".to_owned(),
         conf.display().to_string(),
-        "-g".to_owned(),
-        "daemon off;".to_owned(),
     ];
-    Process::spawn("nginx", Path::new(&nginx), &args, &[], dir)
+    Process::spawn("nginx", Path::new("bash"), &args, &[], dir)
 }
