@@ -21,6 +21,7 @@ use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{self, Authenticator};
 use crate::change::ChangeSource;
 use crate::dedup::{DedupConfig, Deduplicator, EventStore, InMemoryEventStore};
 use crate::forward::{Forwarder, InProcessForwarder};
@@ -31,7 +32,8 @@ use crate::http::{
 use crate::metrics::{Metrics, TierLabel};
 use crate::pipeline::{ChatHandler, Pipeline, PipelineConfig};
 use crate::sockets::{
-    CloseReason, LocalSocketRegistry, SessionConfig, SocketRegistry, SHUTDOWN_CLOSE_CODE,
+    CloseReason, LocalSocketRegistry, SessionConfig, SocketQuota, SocketRegistry,
+    SHUTDOWN_CLOSE_CODE,
 };
 use crate::store::{InMemoryMessageStore, MessageStore};
 
@@ -115,6 +117,10 @@ pub struct AppConfig {
     pub pipeline: PipelineConfig,
     /// Idempotency TTLs and failure policy.
     pub dedup: DedupConfig,
+    /// Verifies the bearer tokens of the client routes (persistence and both websocket tiers;
+    /// the operational routes stay open). `None`: no authentication, every caller is
+    /// [`crate::http::Caller::Anonymous`].
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// A running node: its parts, its routes and its change handler.
@@ -128,6 +134,7 @@ pub struct ChatApp {
     /// Notification sessions by `user_id`.
     pub notification_sockets: Arc<LocalSocketRegistry>,
     config: AppConfig,
+    socket_quota: SocketQuota,
     readiness: Vec<(String, ReadinessCheck)>,
     shutdown: CancellationToken,
     pipeline: JoinHandle<()>,
@@ -145,11 +152,15 @@ impl ChatApp {
     /// Builds the node and spawns its change handler on the current tokio runtime.
     pub fn start(backends: Backends, config: AppConfig) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let chat_sockets = Arc::new(LocalSocketRegistry::new(TierLabel::chat, metrics.clone()));
-        let notification_sockets = Arc::new(LocalSocketRegistry::new(
-            TierLabel::notifications,
-            metrics.clone(),
-        ));
+        let slow_clients = config.session.slow_clients;
+        let chat_sockets = Arc::new(
+            LocalSocketRegistry::new(TierLabel::chat, metrics.clone())
+                .with_slow_client_policy(slow_clients),
+        );
+        let notification_sockets = Arc::new(
+            LocalSocketRegistry::new(TierLabel::notifications, metrics.clone())
+                .with_slow_client_policy(slow_clients),
+        );
         let mut forwarder = backends.forwarder.clone().unwrap_or_else(|| {
             Arc::new(InProcessForwarder::new(
                 chat_sockets.clone(),
@@ -183,6 +194,7 @@ impl ChatApp {
             store: backends.store,
             chat_sockets,
             notification_sockets,
+            socket_quota: SocketQuota::new(config.limits.sockets_per_user),
             config,
             readiness,
             shutdown,
@@ -197,9 +209,10 @@ impl ChatApp {
 
     /// The client-facing routes without layers: persistence, both websocket tiers and the
     /// operational routes. Merge them with other routes, then wrap the result in
-    /// [`http::with_common_layers`].
+    /// [`http::with_common_layers`]. With [`AppConfig::auth`], every route but the operational
+    /// ones requires a bearer token ([`auth::require_auth`]).
     pub fn client_routes(&self) -> Router {
-        Router::new()
+        let client = Router::new()
             .merge(http::persistence_router(PersistenceState {
                 store: self.store.clone(),
                 limits: self.config.limits.clone(),
@@ -209,15 +222,21 @@ impl ChatApp {
                 sockets: self.chat_sockets.clone(),
                 store: self.store.clone(),
                 session: self.config.session.clone(),
+                quota: self.socket_quota.clone(),
             }))
             .merge(http::notification_tier_router(NotificationTierState {
                 sockets: self.notification_sockets.clone(),
                 session: self.config.session.clone(),
-            }))
-            .merge(http::ops_router(OpsState {
-                metrics: self.metrics.clone(),
-                readiness: self.readiness.clone(),
-            }))
+                quota: self.socket_quota.clone(),
+            }));
+        let client = match &self.config.auth {
+            Some(authenticator) => auth::require_auth(client, authenticator.clone()),
+            None => client,
+        };
+        client.merge(http::ops_router(OpsState {
+            metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
+        }))
     }
 
     /// The internal routes (forward, close-stream, notifications) over this node's registries,

@@ -29,8 +29,10 @@ use crate::model::{
     check_id, check_stream, ChatMessage, NewChatMessage, Notification, NotificationType,
     PaymentReminder, PurchaseUpdate, ShippingUpdate, ValidationError, DEFAULT_MAX_CONTENT_BYTES,
 };
+use crate::rate_limit::{RateLimit, RateLimiter};
 use crate::sockets::{
-    CloseReason, Frame, SessionConfig, SocketRegistry, Subscription, INTERNAL_ERROR_CLOSE_CODE,
+    CloseReason, Frame, QuotaGuard, SessionConfig, SocketQuota, SocketRegistry, Subscription,
+    INTERNAL_ERROR_CLOSE_CODE,
 };
 use crate::store::{
     HistoryQuery, MessageStore, StoreError, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT,
@@ -54,6 +56,9 @@ pub enum ApiError {
     /// 413: the body or content is larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 429: a rate limit or a cap was reached.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// 503: a backend is unavailable.
     #[error("{0}")]
     Unavailable(String),
@@ -79,6 +84,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Status { status, .. } => *status,
@@ -141,6 +147,14 @@ impl Caller {
             Self::User(_) => Err(ApiError::Forbidden(format!(
                 "not allowed to act for user {user_id:?}"
             ))),
+        }
+    }
+
+    /// The authenticated subject, if any.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Self::Anonymous => None,
+            Self::User(subject) => Some(subject),
         }
     }
 
@@ -215,12 +229,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 pub struct Limits {
     /// Maximum `content` size in bytes (`MAX_CONTENT_BYTES`).
     pub max_content_bytes: usize,
+    /// Websockets one user may hold open in this process, both tiers together
+    /// (`SOCKETS_PER_USER`); `None` for no cap. Over it a subscription is refused with 429.
+    pub sockets_per_user: Option<usize>,
+    /// `POST /chat/messages` per user (`POST_RATE_LIMIT_*`); `None` for no limit.
+    pub post_rate: Option<RateLimit>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_content_bytes: DEFAULT_MAX_CONTENT_BYTES,
+            sockets_per_user: None,
+            post_rate: None,
         }
     }
 }
@@ -248,9 +269,14 @@ pub struct PersistenceState {
 /// `POST /chat/messages` (alias `/chat/persist`) and `GET /chat/messages`.
 pub fn persistence_router(state: PersistenceState) -> Router {
     let body_limit = state.limits.body_limit();
+    let limiter = state.limits.post_rate.map(RateLimiter::new);
+    let post_route = || match &limiter {
+        Some(limiter) => limiter.clone().layer_method(post(post_message)),
+        None => post(post_message),
+    };
     Router::new()
-        .route("/chat/messages", post(post_message).get(get_history))
-        .route("/chat/persist", post(post_message))
+        .route("/chat/messages", post_route().get(get_history))
+        .route("/chat/persist", post_route())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -379,6 +405,8 @@ pub struct ChatTierState {
     pub store: Arc<dyn MessageStore>,
     /// Session timing.
     pub session: SessionConfig,
+    /// Sockets per user.
+    pub quota: SocketQuota,
 }
 
 /// `GET /chat/subscribe` (alias `/chat/subscribe-websocket`).
@@ -427,6 +455,7 @@ async fn subscribe_chat(
         check_id("since", since)?;
     }
     let ws = upgrade(ws)?;
+    let slot = socket_slot(&state.quota, caller.subject().unwrap_or(sender_id))?;
     // Registered before the 101 answer: once the client sees the handshake complete, nothing
     // broadcast to the stream can miss it.
     let mut subscription = Subscription::open(
@@ -439,6 +468,7 @@ async fn subscribe_chat(
     }
     let since = params.since;
     Ok(ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
         let replay = match since {
             Some(since) => match replay_after(state.store.as_ref(), &stream_id, since).await {
                 Ok(frames) => frames,
@@ -484,6 +514,8 @@ pub struct NotificationTierState {
     pub sockets: Arc<dyn SocketRegistry>,
     /// Session timing.
     pub session: SessionConfig,
+    /// Sockets per user.
+    pub quota: SocketQuota,
 }
 
 /// `GET /notifications/subscribe`.
@@ -507,8 +539,22 @@ async fn subscribe_notifications(
     let user_id = required("user_id", &params.user_id)?.to_owned();
     caller.require_user(&user_id)?;
     let ws = upgrade(ws)?;
+    let slot = socket_slot(&state.quota, &user_id)?;
     let subscription = Subscription::open(Arc::clone(&state.sockets), &user_id, state.session);
-    Ok(ws.on_upgrade(move |socket| subscription.run(socket, Vec::new())))
+    Ok(ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
+        subscription.run(socket, Vec::new()).await
+    }))
+}
+
+/// One of `user_id`'s socket slots, held for the session's life; 429 when they are all taken.
+fn socket_slot(quota: &SocketQuota, user_id: &str) -> Result<QuotaGuard, ApiError> {
+    quota.acquire(user_id).ok_or_else(|| {
+        ApiError::TooManyRequests(format!(
+            "user {user_id:?} already has the maximum of {} open sockets",
+            quota.limit().unwrap_or_default()
+        ))
+    })
 }
 
 /// State of the internal routes: the local tiers behind a forwarder.
@@ -795,7 +841,8 @@ pub fn with_node_id(router: Router, node_id: &str) -> Router {
 }
 
 /// Wraps a router with the layers every service wants: a JSON 404 fallback, a panic catcher that
-/// answers 500 instead of dropping the connection, and request tracing.
+/// answers 500 instead of dropping the connection, and request tracing. The request span records
+/// the path without the query, which may carry an `access_token`.
 pub fn with_common_layers(router: Router) -> Router {
     router
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
@@ -805,7 +852,16 @@ pub fn with_common_layers(router: Router) -> Router {
                 ApiError::Internal("internal error".to_owned()).into_response()
             },
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    version = ?request.version(),
+                )
+            }),
+        )
 }
 
 #[cfg(test)]
@@ -913,6 +969,31 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn subscription_and_history_queries_ignore_an_access_token_parameter() {
+        async fn parse<T: DeserializeOwned>(uri: &str) -> T {
+            let (mut parts, ()) = Request::get(uri).body(()).expect("request").into_parts();
+            let QueryParams(params) = QueryParams::<T>::from_request_parts(&mut parts, &())
+                .await
+                .expect("parsed despite access_token");
+            params
+        }
+        let chat: ChatSubscribeParams =
+            parse("/chat/subscribe?stream_id=s&access_token=a.b.c&sender_id=x&receiver_id=y").await;
+        assert_eq!(
+            (chat.stream_id, chat.sender_id, chat.receiver_id, chat.since),
+            (Some("s".into()), Some("x".into()), Some("y".into()), None)
+        );
+        let user: UserParams = parse("/notifications/subscribe?access_token=t&user_id=bob").await;
+        assert_eq!(user.user_id.as_deref(), Some("bob"));
+        let history: HistoryParams =
+            parse("/chat/messages?stream_id=s&limit=5&access_token=t").await;
+        assert_eq!(
+            (history.stream_id.as_deref(), history.limit.as_deref()),
+            (Some("s"), Some("5"))
+        );
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //! store ([`dedup`]), forwards it concurrently to the chat tier (by [`stream_id`]) and the
 //! notification tier (by `user_id`) through a [`forward::Forwarder`], retries with exponential
 //! backoff, and when retries run out closes the conversation's sockets ([`sockets`]) so clients
-//! recover from the store. [`http`] exposes all of it as axum routers, and [`app`] assembles a
-//! whole node. Every trait has an in-memory implementation here; Kafka, MongoDB and Redis live in
+//! recover from the store. [`http`] exposes all of it as axum routers, [`auth`] guards the client
+//! routes with JWT bearer tokens, and [`app`] assembles a whole node. Every trait has an in-memory implementation here; Kafka, MongoDB and Redis live in
 //! their own crates.
 
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod auth;
 pub mod change;
 pub mod config;
 pub mod debezium;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod rate_limit;
 pub mod sockets;
 pub mod store;
 pub mod stream_id;

@@ -87,6 +87,8 @@ pub enum DeliveryResult {
     delivered,
     /// The session was dead or its queue full.
     failed,
+    /// A session closed because its queue was full (also counted as `failed`).
+    slow_client_closed,
 }
 
 /// Labels of [`Metrics::event_store_errors`].

@@ -24,6 +24,22 @@ pub const INTERNAL_ERROR_CLOSE_CODE: u16 = 1011;
 /// Close code sent when delivery to a stream gave up: the client should fetch history with
 /// `since=` and reconnect.
 pub const FAILOVER_CLOSE_CODE: u16 = 4000;
+/// Close code sent to a client too slow to keep up (its queue was full, see
+/// [`SlowClientPolicy::Close`]): it should reconnect with `since=`.
+pub const SLOW_CLIENT_CLOSE_CODE: u16 = 4001;
+
+/// What a broadcast does with a session whose outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowClientPolicy {
+    /// Count the delivery as failed and close the session with [`SLOW_CLIENT_CLOSE_CODE`], so
+    /// one slow reader costs neither the others nor the pipeline's retries; the client catches
+    /// up with `since=`. The default.
+    #[default]
+    Close,
+    /// Count the delivery as failed and keep the session: the pipeline retries, and after
+    /// exhausted retries closes the whole stream with [`FAILOVER_CLOSE_CODE`].
+    Retry,
+}
 
 /// Identifies one session within a registry.
 pub type SessionId = u64;
@@ -145,6 +161,7 @@ pub struct LocalSocketRegistry {
     sessions: RwLock<HashMap<String, HashMap<SessionId, SessionHandle>>>,
     emptied: tokio::sync::Notify,
     closing: AtomicBool,
+    slow_clients: SlowClientPolicy,
     tier: TierLabel,
     metrics: Arc<Metrics>,
 }
@@ -156,9 +173,16 @@ impl LocalSocketRegistry {
             sessions: RwLock::new(HashMap::new()),
             emptied: tokio::sync::Notify::new(),
             closing: AtomicBool::new(false),
+            slow_clients: SlowClientPolicy::default(),
             tier,
             metrics,
         }
+    }
+
+    /// Sets what happens to sessions too slow to take a broadcast.
+    pub fn with_slow_client_policy(mut self, policy: SlowClientPolicy) -> Self {
+        self.slow_clients = policy;
+        self
     }
 
     fn read(&self) -> RwLockReadGuard<'_, HashMap<String, HashMap<SessionId, SessionHandle>>> {
@@ -261,12 +285,24 @@ impl SocketRegistry for LocalSocketRegistry {
     fn broadcast(&self, key: &str, frame: &Frame) -> DeliveryReport {
         let mut report = DeliveryReport::default();
         let mut dead = Vec::new();
+        let mut slow = 0;
         {
             let sessions = self.read();
             for session in sessions.get(key).into_iter().flat_map(HashMap::values) {
                 match session.outbound.try_send(frame.clone()) {
                     Ok(()) => report.delivered += 1,
-                    Err(mpsc::error::TrySendError::Full(_)) => report.failed += 1,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        report.failed += 1;
+                        if self.slow_clients == SlowClientPolicy::Close {
+                            // Signalled before the handle is dropped, so the session sends it.
+                            session.close.send_replace(Some(CloseReason::new(
+                                SLOW_CLIENT_CLOSE_CODE,
+                                "too slow to keep up; reconnect with since=",
+                            )));
+                            slow += 1;
+                            dead.push(session.id);
+                        }
+                    }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         report.failed += 1;
                         dead.push(session.id);
@@ -276,6 +312,16 @@ impl SocketRegistry for LocalSocketRegistry {
         }
         if !dead.is_empty() {
             self.remove_dead(key, &dead);
+        }
+        if slow > 0 {
+            tracing::info!(key, slow, "closed sessions too slow to keep up");
+            self.metrics
+                .deliveries
+                .get_or_create(&DeliveryLabels {
+                    tier: self.tier,
+                    result: DeliveryResult::slow_client_closed,
+                })
+                .inc_by(slow);
         }
         self.count_deliveries(report);
         report
@@ -309,6 +355,82 @@ impl SocketRegistry for LocalSocketRegistry {
 /// Default capacity of a session's outbound queue.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
 
+/// Caps the websockets one user may hold open in this process (`SOCKETS_PER_USER`), across
+/// tiers. Cheap to clone; clones share the counts.
+///
+/// ```
+/// use chatcore::sockets::SocketQuota;
+/// let quota = SocketQuota::new(Some(1));
+/// let first = quota.acquire("alice").expect("under the cap");
+/// assert!(quota.acquire("alice").is_none());
+/// drop(first);
+/// assert!(quota.acquire("alice").is_some());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SocketQuota {
+    limit: Option<usize>,
+    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+impl SocketQuota {
+    /// At most `limit` sockets per user; `None` means no cap.
+    pub fn new(limit: Option<usize>) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// The cap.
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+
+    /// Takes one of `user_id`'s slots until the guard is dropped; `None` when they are all
+    /// taken.
+    pub fn acquire(&self, user_id: &str) -> Option<QuotaGuard> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(user_id.to_owned()).or_default();
+        if self.limit.is_some_and(|limit| *count >= limit) {
+            return None;
+        }
+        *count += 1;
+        Some(QuotaGuard {
+            quota: self.clone(),
+            user_id: user_id.to_owned(),
+        })
+    }
+
+    /// Sockets `user_id` holds now.
+    pub fn open(&self, user_id: &str) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(user_id).copied().unwrap_or(0)
+    }
+
+    fn release(&self, user_id: &str) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(user_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(user_id);
+            }
+        }
+    }
+}
+
+/// One socket's slot in a [`SocketQuota`], given back on drop.
+#[derive(Debug)]
+pub struct QuotaGuard {
+    quota: SocketQuota,
+    user_id: String,
+}
+
+impl Drop for QuotaGuard {
+    fn drop(&mut self) {
+        self.quota.release(&self.user_id);
+    }
+}
+
 /// Timing and sizing of websocket sessions.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -320,6 +442,8 @@ pub struct SessionConfig {
     pub write_wait: Duration,
     /// Frames a session may have queued before broadcasts to it count as failed.
     pub queue_capacity: usize,
+    /// What a broadcast does with a session whose queue is full.
+    pub slow_clients: SlowClientPolicy,
 }
 
 impl Default for SessionConfig {
@@ -329,6 +453,7 @@ impl Default for SessionConfig {
             pong_wait: Duration::from_secs(40),
             write_wait: Duration::from_secs(10),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            slow_clients: SlowClientPolicy::default(),
         }
     }
 }
@@ -557,7 +682,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_fails_without_blocking_and_a_dead_session_is_removed() {
-        let registry = registry();
+        let registry = registry().with_slow_client_policy(SlowClientPolicy::Retry);
         let (slow, _slow_rx) = session_channel(1);
         let (dead, dead_rx) = session_channel(4);
         let (healthy, mut healthy_rx) = session_channel(4);
@@ -606,6 +731,45 @@ mod tests {
         assert_eq!(registry.close_all(CloseReason::new(1001, "bye")), 1);
         let (late, _late_rx) = session_channel(4);
         assert!(!registry.register("s", late));
+    }
+
+    #[test]
+    fn a_slow_session_is_closed_with_4001_and_the_next_broadcast_is_complete() {
+        let metrics = Arc::new(Metrics::new());
+        let registry = LocalSocketRegistry::new(TierLabel::chat, metrics.clone());
+        let (slow, slow_rx) = session_channel(1);
+        let (healthy, mut healthy_rx) = session_channel(4);
+        registry.register("s", slow);
+        registry.register("s", healthy);
+        assert_eq!(registry.broadcast("s", &frame("1")).failed, 0);
+        let second = registry.broadcast("s", &frame("2"));
+        assert_eq!(
+            second,
+            DeliveryReport {
+                delivered: 1,
+                failed: 1
+            }
+        );
+        assert_eq!(
+            slow_rx.close.borrow().as_ref().map(|r| r.code),
+            Some(SLOW_CLIENT_CLOSE_CODE)
+        );
+        assert_eq!(registry.sessions("s"), 1, "the slow session is gone");
+        let third = registry.broadcast("s", &frame("3"));
+        assert_eq!(
+            third,
+            DeliveryReport {
+                delivered: 1,
+                failed: 0
+            }
+        );
+        let texts: Vec<_> = std::iter::from_fn(|| healthy_rx.outbound.try_recv().ok())
+            .map(|f| f.text)
+            .collect();
+        assert_eq!(texts, vec!["1", "2", "3"]);
+        assert!(metrics
+            .render()
+            .contains(r#"chatcore_deliveries_total{tier="chat",result="slow_client_closed"} 1"#));
     }
 
     #[tokio::test]

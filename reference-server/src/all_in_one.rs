@@ -39,12 +39,15 @@ async fn all_in_one_backends(
 }
 
 /// Builds the all-in-one node on the backends the settings name, lets `customize` adjust them
-/// (tests inject failing forwarders or stores), and starts it with its relay, if any.
+/// (tests inject failing forwarders or stores), and starts it with its relay, if any. With
+/// `AUTH_MODE=jwt` its client routes require bearer tokens.
 pub async fn build_app_with(
     settings: &Settings,
     customize: impl FnOnce(Backends) -> Backends,
 ) -> Result<ChatApp, ConfigError> {
-    let config = settings.app_config()?;
+    let mut config = settings.app_config()?;
+    // The node applies it to its client routes (`ChatApp::client_routes`).
+    config.auth = settings.authenticator()?;
     let (backends, relay) = all_in_one_backends(settings, &config).await?;
     let app = ChatApp::start(customize(backends), config);
     if let Some(relay) = relay {

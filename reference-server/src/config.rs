@@ -9,7 +9,8 @@ use chatcore::config::parse_duration;
 use chatcore::dedup::{DedupConfig, UnavailablePolicy};
 use chatcore::http::Limits;
 use chatcore::pipeline::{PipelineConfig, RetryPolicy};
-use chatcore::sockets::SessionConfig;
+use chatcore::rate_limit::RateLimit;
+use chatcore::sockets::{SessionConfig, SlowClientPolicy};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// `chat-server`: the reference deployment of chatcore.
@@ -64,6 +65,24 @@ impl Role {
     }
 }
 
+/// `close` or `retry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SlowClients {
+    /// Close a session whose queue is full with 4001.
+    Close,
+    /// Count a failed delivery; the pipeline retries and eventually fails the stream over.
+    Retry,
+}
+
+/// `jwt` or `none`: how the client routes authenticate (`AUTH_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// JWT bearer tokens (`AUTH_JWT_SECRET` and/or `AUTH_JWKS_FILE`); the subject is the user.
+    Jwt,
+    /// No authentication, chosen explicitly: anyone may act as any user.
+    None,
+}
+
 /// `fail-open` or `fail-closed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EventStorePolicy {
@@ -97,6 +116,28 @@ pub struct Settings {
     /// Name of this instance, sent as the `x-chatcore-node` header on every response.
     #[arg(long, global = true, env = "NODE_ID")]
     pub node_id: Option<String>,
+    /// Authentication of the client routes: `jwt` (bearer tokens) or `none` (anyone may act as
+    /// any user). Unset: none, and `chat-server` refuses to start unless every listener is on a
+    /// loopback address.
+    #[arg(long, global = true, env = "AUTH_MODE", value_enum)]
+    pub auth_mode: Option<AuthMode>,
+    /// HS256 shared secret of the JWTs (its bytes as given; at least 32). Prefer the environment
+    /// variable to the flag, which other local users can see.
+    #[arg(long, global = true, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Option<String>,
+    /// JWK set file (`{"keys": [...]}`) with the public keys of RS256 and ES256 JWTs, chosen by
+    /// the token's `kid`. Read at start-up.
+    #[arg(long, global = true, env = "AUTH_JWKS_FILE")]
+    pub auth_jwks_file: Option<String>,
+    /// Required `iss` claim of the JWTs; unset: not checked.
+    #[arg(long, global = true, env = "AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Accepted `aud` values, comma-separated: a JWT must name at least one. Unset: not checked.
+    #[arg(long, global = true, env = "AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// Clock-skew leeway of the JWTs' `exp` and `nbf`.
+    #[arg(long, global = true, env = "AUTH_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    pub auth_leeway: Duration,
     /// How long shutdown waits for connections and in-flight events.
     #[arg(long, global = true, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -125,6 +166,40 @@ pub struct Settings {
         default_value_t = 65_536
     )]
     pub max_content_bytes: usize,
+    /// What happens to a websocket whose queue is full: `close` it with 4001 (the client
+    /// reconnects with since=) or count a failure and let the pipeline `retry`.
+    #[arg(
+        long,
+        global = true,
+        env = "SLOW_CLIENT_POLICY",
+        value_enum,
+        default_value = "close"
+    )]
+    pub slow_client_policy: SlowClients,
+    /// Websockets one user may hold open on this instance (both tiers); 0 for no cap. Over it a
+    /// subscription is answered 429.
+    #[arg(long, global = true, env = "SOCKETS_PER_USER", default_value_t = 64)]
+    pub sockets_per_user: usize,
+    /// `POST /chat/messages` allowed per authenticated user and second; 0 for no limit. Over it
+    /// the answer is 429 with `Retry-After`.
+    #[arg(
+        long,
+        global = true,
+        env = "POST_RATE_LIMIT_PER_SECOND",
+        default_value_t = 10
+    )]
+    pub post_rate_limit_per_second: u32,
+    /// Posts a user may make at once before the per-second rate applies.
+    #[arg(
+        long,
+        global = true,
+        env = "POST_RATE_LIMIT_BURST",
+        default_value_t = 20
+    )]
+    pub post_rate_limit_burst: u32,
+    /// A connection that has not sent a complete request head within this time is closed.
+    #[arg(long, global = true, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
     /// How long a processed event suppresses its duplicates.
     #[arg(long, global = true, env = "DEDUPLICATION_TTL", default_value = "5m", value_parser = parse_duration)]
     pub deduplication_ttl: Duration,
@@ -334,6 +409,15 @@ pub enum ConfigError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The authentication settings are missing, contradictory or unsafe; the reason names the
+    /// variable.
+    #[error("{reason}")]
+    Auth {
+        /// The environment variable at fault.
+        variable: &'static str,
+        /// What is wrong, naming the variable.
+        reason: String,
+    },
 }
 
 impl Default for Settings {
@@ -372,12 +456,21 @@ impl Settings {
         Ok(AppConfig {
             limits: Limits {
                 max_content_bytes: self.max_content_bytes,
+                sockets_per_user: (self.sockets_per_user > 0).then_some(self.sockets_per_user),
+                post_rate: (self.post_rate_limit_per_second > 0).then_some(RateLimit {
+                    per_second: self.post_rate_limit_per_second,
+                    burst: self.post_rate_limit_burst.max(1),
+                }),
             },
             session: SessionConfig {
                 ping_interval: self.ping_interval,
                 pong_wait: self.pong_wait,
                 write_wait: self.write_wait,
                 queue_capacity: self.socket_queue_capacity,
+                slow_clients: match self.slow_client_policy {
+                    SlowClients::Close => SlowClientPolicy::Close,
+                    SlowClients::Retry => SlowClientPolicy::Retry,
+                },
             },
             pipeline: PipelineConfig {
                 retry: RetryPolicy {
@@ -396,6 +489,8 @@ impl Settings {
                     EventStorePolicy::FailClosed => UnavailablePolicy::FailClosed,
                 },
             },
+            // Built by `Settings::authenticator`, which reads AUTH_JWKS_FILE.
+            auth: None,
         })
     }
 

@@ -14,11 +14,14 @@
 //!   `INTERNAL_LISTEN_ADDR`.
 //! - `email`: arrives with the e-mail consumer; refused with a clear message until then.
 //!
-//! Where routes are served, and how shutdown drains, is described in [`serving`].
+//! Where routes are served, and how shutdown drains, is described in [`serving`]. The client
+//! routes require JWT bearer tokens with `AUTH_MODE=jwt` ([`Settings::authenticator`]); without
+//! `AUTH_MODE`, [`run`] refuses listeners off loopback ([`Settings::check_auth_exposure`]).
 
 #![warn(missing_docs)]
 
 mod all_in_one;
+mod auth;
 mod backends;
 mod change_handler;
 pub mod config;
@@ -31,7 +34,7 @@ use std::net::SocketAddr;
 
 pub use all_in_one::{build_app, build_app_with, serve, serve_app, serve_app_with};
 pub use change_handler::{serve_change_handler, ChangeHandler};
-pub use config::{Cli, ConfigError, Role, Settings};
+pub use config::{AuthMode, Cli, ConfigError, Role, Settings};
 pub use relay::serve_relay;
 pub use serving::{Listeners, ServeOptions};
 pub use tiers::{serve_chat_ws, serve_notifications_ws, serve_persistence};
@@ -55,8 +58,9 @@ pub enum ServerError {
     Unavailable(&'static str),
 }
 
-/// Binds `LISTEN_ADDR` (and `INTERNAL_LISTEN_ADDR` when set) and runs `role` until `shutdown`
-/// resolves.
+/// Checks that the client routes are not served unauthenticated on a public address by accident
+/// (see [`Settings::check_auth_exposure`]), binds `LISTEN_ADDR` (and `INTERNAL_LISTEN_ADDR` when
+/// set) and runs `role` until `shutdown` resolves.
 pub async fn run(
     role: Role,
     settings: Settings,
@@ -65,6 +69,7 @@ pub async fn run(
     if role == Role::Email {
         return Err(ServerError::Unavailable(role.name()));
     }
+    settings.check_auth_exposure(role)?;
     let listeners = Listeners::bind(&settings).await?;
     match role {
         Role::All => serve(settings, listeners, shutdown).await,

@@ -19,11 +19,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use chatcore::http;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::config::Settings;
 use crate::ServerError;
@@ -66,7 +70,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 }
 
 /// How a role serves: the settings of `Settings` that shape its routers and its drain.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// How long shutdown waits for open connections (`SHUTDOWN_TIMEOUT`).
     pub shutdown_timeout: Duration,
@@ -74,6 +78,20 @@ pub struct ServeOptions {
     pub internal_token: Option<String>,
     /// Sent as [`http::NODE_HEADER`] on every response (`NODE_ID`).
     pub node_id: Option<String>,
+    /// A connection that has not sent a complete request head within this time is closed
+    /// (`HEADER_READ_TIMEOUT`); also bounds idle keep-alive connections.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: Duration::from_secs(10),
+            internal_token: None,
+            node_id: None,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl From<&Settings> for ServeOptions {
@@ -82,6 +100,7 @@ impl From<&Settings> for ServeOptions {
             shutdown_timeout: settings.shutdown_timeout,
             internal_token: Settings::present(&settings.internal_token).map(str::to_owned),
             node_id: Settings::present(&settings.node_id).map(str::to_owned),
+            header_read_timeout: settings.header_read_timeout,
         }
     }
 }
@@ -143,8 +162,12 @@ pub(crate) async fn serve_routes(
     for (listener, router, name) in served {
         let addr = local_addr(&listener)?;
         tracing::info!(%addr, listener = name, "chat-server listening");
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(stopping.clone().cancelled_owned());
+        let server = serve_listener(
+            listener,
+            router,
+            stopping.clone(),
+            options.header_read_timeout,
+        );
         servers.spawn(async move { server.await.map_err(|source| (addr, source)) });
     }
     tokio::select! {
@@ -168,6 +191,66 @@ pub(crate) async fn serve_routes(
         servers.abort_all();
     }
     Ok(started.elapsed())
+}
+
+/// Accepts connections on `listener` and serves `router` on each (HTTP/1.1 with upgrades, the
+/// peer address as axum's `ConnectInfo`) until `stopping`; then stops accepting, asks open
+/// connections to finish their current request, and returns once they have. Upgraded
+/// connections (websockets) are no longer HTTP connections: their sessions are closed by the
+/// socket registry.
+async fn serve_listener(
+    listener: TcpListener,
+    router: Router,
+    stopping: CancellationToken,
+    header_read_timeout: Duration,
+) -> std::io::Result<()> {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            () = stopping.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Per-connection failures (reset before accept, too many open files) must
+                    // not stop the server; back off briefly so a persistent one does not spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request.map(axum::body::Body::new)
+            },
+        ));
+        let connection = http1
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let stopping = stopping.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stopping.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServerError> {

@@ -12,7 +12,9 @@ use chatcore::http::{
     self, ChatTierState, InternalState, NotificationTierState, OpsState, PersistenceState,
 };
 use chatcore::metrics::{Metrics, TierLabel};
-use chatcore::sockets::{CloseReason, LocalSocketRegistry, SocketRegistry, SHUTDOWN_CLOSE_CODE};
+use chatcore::sockets::{
+    CloseReason, LocalSocketRegistry, SocketQuota, SocketRegistry, SHUTDOWN_CLOSE_CODE,
+};
 use chatcore::store::MessageStore;
 
 use crate::backends::Store;
@@ -41,6 +43,17 @@ fn ops(metrics: &Arc<Metrics>, store: Option<&Arc<dyn MessageStore>>) -> Router 
     })
 }
 
+/// The client routes of a role: `tier` behind the bearer-token check with `AUTH_MODE=jwt`, then
+/// the operational routes, which stay open. Applied before [`Routes`] splits them over the
+/// listeners, so the client routes the internal listener also serves are guarded too.
+fn client_routes(settings: &Settings, tier: Router, ops: Router) -> Result<Router, ConfigError> {
+    let tier = match settings.authenticator()? {
+        Some(authenticator) => chatcore::auth::require_auth(tier, authenticator),
+        None => tier,
+    };
+    Ok(tier.merge(ops))
+}
+
 /// Serves role `persistence`: `POST /chat/messages` (alias `/chat/persist`) and
 /// `GET /chat/messages` on MongoDB. Stateless: run as many as the write load needs.
 pub async fn serve_persistence(
@@ -51,12 +64,12 @@ pub async fn serve_persistence(
     let config = settings.app_config()?;
     let store = shared_store(&settings, "persistence").await?;
     let metrics = Arc::new(Metrics::new());
-    let client = http::persistence_router(PersistenceState {
+    let tier = http::persistence_router(PersistenceState {
         store: store.clone(),
         limits: config.limits,
         metrics: metrics.clone(),
-    })
-    .merge(ops(&metrics, Some(&store)));
+    });
+    let client = client_routes(&settings, tier, ops(&metrics, Some(&store)))?;
     let routes = Routes {
         client,
         internal: None,
@@ -123,18 +136,22 @@ pub async fn serve_chat_ws(
     let config = settings.app_config()?;
     let store = shared_store(&settings, ROLE).await?;
     let metrics = Arc::new(Metrics::new());
-    let sockets = Arc::new(LocalSocketRegistry::new(TierLabel::chat, metrics.clone()));
+    let sockets = Arc::new(
+        LocalSocketRegistry::new(TierLabel::chat, metrics.clone())
+            .with_slow_client_policy(config.session.slow_clients),
+    );
     // The chat routes only touch the chat registry; the other one is never used here.
     let unused = Arc::new(LocalSocketRegistry::new(
         TierLabel::notifications,
         metrics.clone(),
     ));
-    let client = http::chat_tier_router(ChatTierState {
+    let tier = http::chat_tier_router(ChatTierState {
         sockets: sockets.clone(),
         store: store.clone(),
         session: config.session,
-    })
-    .merge(ops(&metrics, Some(&store)));
+        quota: SocketQuota::new(config.limits.sockets_per_user),
+    });
+    let client = client_routes(&settings, tier, ops(&metrics, Some(&store)))?;
     let internal = http::chat_internal_router(InternalState {
         forwarder: Arc::new(InProcessForwarder::new(sockets.clone(), unused)),
         limits: config.limits,
@@ -159,16 +176,17 @@ pub async fn serve_notifications_ws(
     require_internal_listener(&listeners, ROLE)?;
     let config = settings.app_config()?;
     let metrics = Arc::new(Metrics::new());
-    let sockets = Arc::new(LocalSocketRegistry::new(
-        TierLabel::notifications,
-        metrics.clone(),
-    ));
+    let sockets = Arc::new(
+        LocalSocketRegistry::new(TierLabel::notifications, metrics.clone())
+            .with_slow_client_policy(config.session.slow_clients),
+    );
     let unused = Arc::new(LocalSocketRegistry::new(TierLabel::chat, metrics.clone()));
-    let client = http::notification_tier_router(NotificationTierState {
+    let tier = http::notification_tier_router(NotificationTierState {
         sockets: sockets.clone(),
         session: config.session,
-    })
-    .merge(ops(&metrics, None));
+        quota: SocketQuota::new(config.limits.sockets_per_user),
+    });
+    let client = client_routes(&settings, tier, ops(&metrics, None))?;
     let internal = http::notification_internal_router(InternalState {
         forwarder: Arc::new(InProcessForwarder::new(unused, sockets.clone())),
         limits: config.limits,

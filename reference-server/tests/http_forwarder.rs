@@ -100,9 +100,10 @@ async fn reports_deliveries_partial_failures_notifications_and_closes() {
         (json!("purchase_notification"), purchase)
     );
 
+    // The stuck session was already closed as too slow (SLOW_CLIENT_POLICY=close): one left.
     assert_eq!(
         http.close_stream(&stream, "gave up").await.expect("closed"),
-        2
+        1
     );
     assert_eq!(socket.next_json().await["message_id"], "h2");
     assert_eq!(socket.next_close_code().await, Some(4000));

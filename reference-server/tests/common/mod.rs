@@ -77,14 +77,13 @@ impl TestServer {
         let chat_sockets = app.chat_sockets.clone();
         let notification_sockets = app.notification_sockets.clone();
         let metrics = app.metrics.clone();
-        let task = tokio::spawn(reference_server::serve_app(
-            app,
-            listener,
-            settings.shutdown_timeout,
-            async move {
+        let options = reference_server::ServeOptions::from(&settings);
+        let task = tokio::spawn(async move {
+            reference_server::serve_app_with(app, listener.into(), &options, async move {
                 let _ = stopped.await;
-            },
-        ));
+            })
+            .await
+        });
         Self {
             base: format!("http://{addr}"),
             ws_base: format!("ws://{addr}"),
