@@ -149,3 +149,74 @@ async fn a_connection_that_never_sends_a_request_head_is_closed() {
     let (status, _) = server.get_json("/healthz").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn each_authenticated_user_has_a_post_rate_limit_answered_429_with_retry_after() {
+    use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
+    const SECRET: &str = "limits-test-secret-0123456789abcdef";
+    let token = |sub: &str| {
+        let now = get_current_timestamp();
+        let claims = serde_json::json!({"sub": sub, "exp": now + 300});
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("token")
+    };
+    let flags = [
+        "--auth-mode",
+        "jwt",
+        "--auth-jwt-secret",
+        SECRET,
+        "--post-rate-limit-per-second",
+        "1",
+        "--post-rate-limit-burst",
+        "3",
+    ];
+    let server = TestServer::start_with(settings(&flags), |backends| backends).await;
+    let post = |sub: &'static str| {
+        let request = server
+            .http
+            .post(format!("{}/chat/messages", server.base))
+            .bearer_auth(token(sub))
+            .json(&serde_json::json!({"content": "hi", "sender_id": sub, "receiver_id": "zoe"}));
+        async move { request.send().await.expect("POST") }
+    };
+    for _ in 0..3 {
+        assert_eq!(post("alice").await.status().as_u16(), 201);
+    }
+    let limited = post("alice").await;
+    assert_eq!(limited.status().as_u16(), 429);
+    let retry_after: u64 = limited
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body: Value = limited.json().await.expect("JSON error");
+    assert!(body["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("rate limit")));
+    // Bob is not slowed down by Alice, and reading history is not limited.
+    assert_eq!(post("bob").await.status().as_u16(), 201);
+    let stream = chatcore::stream_id::stream_id("alice", "zoe");
+    let history = server
+        .http
+        .get(format!(
+            "{}/chat/messages?stream_id={stream}&sender_id=alice&receiver_id=zoe",
+            server.base
+        ))
+        .bearer_auth(token("alice"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(history.status().as_u16(), 200);
+    let page: Value = history.json().await.expect("page");
+    assert_eq!(
+        page["messages"].as_array().map(Vec::len),
+        Some(3),
+        "the 429 stored nothing"
+    );
+}
