@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, the real services the backend tests need (started by
 # scripts/services.sh, stopped again at the end unless CHATCORE_KEEP_SERVICES=1), every test of
-# the workspace including the service-dependent ones (`--include-ignored`), and the embedded
+# the workspace including the service-dependent ones (`--include-ignored`), schemathesis against
+# the served OpenAPI document (scripts/schemathesis.sh), and the embedded
 # end-to-end tests again on each backend combination (Redis; Kafka + Redis; MongoDB; MongoDB +
 # Kafka + Redis). Exits non-zero on any failure.
 set -euo pipefail
@@ -29,6 +30,9 @@ scripts/services.sh status
 
 step "cargo test (all, including service-dependent tests)"
 cargo test --workspace --locked -- --include-ignored
+
+step "schemathesis against /openapi.json of a running chat-server (no 5xx, answers as documented)"
+scripts/schemathesis.sh
 
 step "embedded end-to-end tests with the Redis event store (REDIS_ADDR)"
 REDIS_ADDR="${CHATCORE_TEST_REDIS}" \

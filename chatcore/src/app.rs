@@ -207,10 +207,10 @@ impl ChatApp {
         http::with_common_layers(self.client_routes().merge(self.internal_routes()))
     }
 
-    /// The client-facing routes without layers: persistence, both websocket tiers and the
-    /// operational routes. Merge them with other routes, then wrap the result in
-    /// [`http::with_common_layers`]. With [`AppConfig::auth`], every route but the operational
-    /// ones requires a bearer token ([`auth::require_auth`]).
+    /// The client-facing routes without layers: persistence, both websocket tiers, the
+    /// operational routes and `/openapi.json`. Merge them with other routes, then wrap the result
+    /// in [`http::with_common_layers`]. With [`AppConfig::auth`], every route but the operational
+    /// ones and the API description requires a bearer token ([`auth::require_auth`]).
     pub fn client_routes(&self) -> Router {
         let client = Router::new()
             .merge(http::persistence_router(PersistenceState {
@@ -233,10 +233,12 @@ impl ChatApp {
             Some(authenticator) => auth::require_auth(client, authenticator.clone()),
             None => client,
         };
-        client.merge(http::ops_router(OpsState {
-            metrics: self.metrics.clone(),
-            readiness: self.readiness.clone(),
-        }))
+        client
+            .merge(http::ops_router(OpsState {
+                metrics: self.metrics.clone(),
+                readiness: self.readiness.clone(),
+            }))
+            .merge(http::openapi_router())
     }
 
     /// The internal routes (forward, close-stream, notifications) over this node's registries,

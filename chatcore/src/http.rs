@@ -38,6 +38,17 @@ use crate::store::{
     HistoryQuery, MessageStore, StoreError, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT,
 };
 
+mod openapi;
+
+pub use openapi::{openapi_document, openapi_router};
+
+/// The body of every error answer (for the API description; [`ApiError`] renders it).
+#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
 /// An error answered to a client as `{"error": "..."}` with a fitting status.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -284,6 +295,26 @@ pub fn persistence_router(state: PersistenceState) -> Router {
 /// Name of the request header carrying a client's idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
+#[utoipa::path(
+    post,
+    path = "/chat/messages",
+    tag = "chat",
+    summary = "Store a chat message",
+    description = "Validates and stores a message; delivery to the participants' sockets follows from the store's change feed. Alias: `POST /chat/persist`.",
+    request_body = NewChatMessage,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key (per sender) returns the first message with 200 instead of storing a second copy")),
+    responses(
+        (status = 201, description = "Stored", body = ChatMessage),
+        (status = 200, description = "A repeated Idempotency-Key: the first message", body = ChatMessage),
+        (status = 400, description = "Invalid JSON, empty content, bad ids or a mismatched stream_id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token (AUTH_MODE=jwt)", body = ErrorBody),
+        (status = 403, description = "sender_id is not the token's subject", body = ErrorBody),
+        (status = 413, description = "content over MAX_CONTENT_BYTES", body = ErrorBody),
+        (status = 429, description = "Over the user's POST rate limit (Retry-After)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn post_message(
     State(state): State<PersistenceState>,
     caller: Caller,
@@ -328,6 +359,29 @@ struct HistoryParams {
     limit: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/chat/messages",
+    tag = "chat",
+    summary = "Read a conversation's history",
+    description = "Messages ascending by message_id: the first `limit` after `since`, or the `limit` just before `before`. With authentication, `sender_id` and `receiver_id` are required, must hash to `stream_id`, and must include the subject.",
+    params(
+        ("stream_id" = String, Query, description = "16 lowercase hex characters", pattern = "^[0-9a-f]{16}$"),
+        ("sender_id" = Option<String>, Query, description = "One participant (required with authentication)", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+        ("receiver_id" = Option<String>, Query, description = "The other participant (required with authentication)", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+        ("since" = Option<String>, Query, description = "Exclusive lower bound, a message_id", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+        ("before" = Option<String>, Query, description = "Exclusive upper bound, a message_id", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+        ("limit" = Option<u32>, Query, description = "1 to 500, default 50 (larger values are clamped)", minimum = 1),
+    ),
+    responses(
+        (status = 200, description = "A page of messages", body = HistoryPage),
+        (status = 400, description = "Missing or malformed parameter", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The subject is not a participant", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn get_history(
     State(state): State<PersistenceState>,
     caller: Caller,
@@ -349,7 +403,7 @@ async fn get_history(
 }
 
 /// The answer of `GET /chat/messages`.
-#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryPage {
     /// Messages, ascending by `message_id`.
     pub messages: Vec<ChatMessage>,
@@ -440,6 +494,29 @@ fn upgrade(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/chat/subscribe",
+    tag = "websockets",
+    summary = "Subscribe to a conversation (websocket)",
+    description = "A websocket upgrade; each text frame is a ChatMessage. With `since`, the messages after it are replayed from the store first, with no gap and no duplicate. Close codes: 1001 shutdown, 4000 delivery gave up, 4001 too slow, 1011 history unavailable; reconnect with since=<last message_id>. Alias: `/chat/subscribe-websocket`. Browsers pass the token as `access_token`.",
+    params(
+        ("stream_id" = String, Query, description = "Must match sender_id and receiver_id", pattern = "^[0-9a-f]{16}$"),
+        ("sender_id" = String, Query, description = "The subscribing participant", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+        ("receiver_id" = String, Query, description = "The other participant", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+        ("since" = Option<String>, Query, description = "Replay the messages after this message_id first", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+        ("access_token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers"),
+    ),
+    responses(
+        (status = 101, description = "Switching protocols; frames are ChatMessage JSON", body = ChatMessage),
+        (status = 400, description = "Missing or mismatched parameters, or not a websocket request", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "The subject is not a participant", body = ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded", body = ErrorBody),
+        (status = 429, description = "The user holds SOCKETS_PER_USER sockets already", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn subscribe_chat(
     State(state): State<ChatTierState>,
     caller: Caller,
@@ -530,6 +607,26 @@ struct UserParams {
     user_id: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/notifications/subscribe",
+    tag = "websockets",
+    summary = "Subscribe to a user's notifications (websocket)",
+    description = "A websocket upgrade; each text frame is a Notification envelope (chat, purchase, payment reminder or shipping update). Close codes as for /chat/subscribe.",
+    params(
+        ("user_id" = String, Query, description = "The user; with authentication, the token's subject", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+        ("access_token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers"),
+    ),
+    responses(
+        (status = 101, description = "Switching protocols; frames are Notification JSON", body = Notification),
+        (status = 400, description = "Missing user_id, or not a websocket request", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "user_id is not the subject", body = ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded", body = ErrorBody),
+        (status = 429, description = "The user holds SOCKETS_PER_USER sockets already", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn subscribe_notifications(
     State(state): State<NotificationTierState>,
     caller: Caller,
@@ -737,15 +834,33 @@ pub struct OpsState {
 /// `GET /healthz`, `GET /readyz`, `GET /metrics`.
 pub fn ops_router(state: OpsState) -> Router {
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness",
+    responses((status = 200, description = "The process is serving", body = Object, example = json!({"status": "ok"}))),
+)]
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "Every backend answers", body = Object, example = json!({"status": "ready"})),
+        (status = 503, description = "A backend is unreachable; `checks` names it", body = ErrorBody),
+    ),
+)]
 async fn readyz(State(state): State<OpsState>) -> Response {
     let mut failures = HashMap::new();
     for (name, check) in &state.readiness {
@@ -764,6 +879,13 @@ async fn readyz(State(state): State<OpsState>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus / OpenMetrics counters",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)),
+)]
 async fn metrics(State(state): State<OpsState>) -> Response {
     (
         [(

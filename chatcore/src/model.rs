@@ -12,7 +12,7 @@ pub const DEFAULT_MAX_CONTENT_BYTES: usize = 65_536;
 pub const MAX_ID_BYTES: usize = 256;
 
 /// A stored chat message, exactly as it travels on the wire and over the websockets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatMessage {
     /// Unique, time-ordered identifier assigned by the store.
     pub message_id: String,
@@ -46,16 +46,29 @@ impl ChatMessage {
 }
 
 /// A message as a client posts it, before validation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewChatMessage {
-    /// The text.
+    /// The text: not empty (whitespace only is allowed), at most `MAX_CONTENT_BYTES` bytes of
+    /// UTF-8.
+    #[schema(min_length = 1)]
     pub content: String,
-    /// Author.
+    /// Author: 1 to 256 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub sender_id: String,
-    /// Recipient.
+    /// Recipient: 1 to 256 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub receiver_id: String,
     /// Optional: when present it must equal the stream id computed from the two participants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     pub stream_id: Option<String>,
 }
 
@@ -216,7 +229,7 @@ pub fn check_stream(
 }
 
 /// A purchase state change, notified to the shop owner and the buyer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PurchaseUpdate {
     /// The order.
     pub order_id: String,
@@ -238,7 +251,7 @@ pub struct PurchaseUpdate {
 }
 
 /// A reminder that a payment is due or overdue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentReminder {
     /// The order.
     pub order_id: String,
@@ -256,7 +269,7 @@ pub struct PaymentReminder {
 }
 
 /// A shipment tracking update.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShippingUpdate {
     /// The order.
     pub order_id: String,
@@ -275,7 +288,7 @@ pub struct ShippingUpdate {
 }
 
 /// The kinds of notification carried on the notification tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationType {
     /// A chat message for a user who may not have the conversation open.
@@ -301,7 +314,7 @@ impl NotificationType {
 }
 
 /// The envelope of every frame on the notification socket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notification {
     /// What the payload is.
     pub notification_type: NotificationType,
@@ -309,6 +322,7 @@ pub struct Notification {
     #[serde(with = "rfc3339")]
     pub timestamp: DateTime<Utc>,
     /// The typed payload, as JSON.
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
 }
 

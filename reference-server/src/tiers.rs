@@ -51,7 +51,7 @@ fn client_routes(settings: &Settings, tier: Router, ops: Router) -> Result<Route
         Some(authenticator) => chatcore::auth::require_auth(tier, authenticator),
         None => tier,
     };
-    Ok(tier.merge(ops))
+    Ok(tier.merge(ops).merge(http::openapi_router()))
 }
 
 /// Serves role `persistence`: `POST /chat/messages` (alias `/chat/persist`) and

@@ -464,3 +464,24 @@ async fn the_server_pings_keeps_answering_clients_and_drops_silent_ones() {
     assert_eq!(lively.next_json().await, message);
     drop(silent);
 }
+
+#[tokio::test]
+async fn the_api_description_is_served_at_openapi_json_even_with_authentication_on() {
+    let flags = [
+        "--auth-mode",
+        "jwt",
+        "--auth-jwt-secret",
+        "openapi-test-secret-0123456789abcdef",
+    ];
+    let server = TestServer::start_with(settings(&flags), |backends| backends).await;
+    let (status, document) = server.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(document["openapi"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("3.")));
+    assert!(document["paths"]["/chat/messages"]["post"].is_object());
+    let (status, _) = server
+        .get_json("/chat/messages?stream_id=0123456789abcdef")
+        .await;
+    assert_eq!(status, 401, "the API itself still needs a token");
+}

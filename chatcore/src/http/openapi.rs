@@ -1,0 +1,127 @@
+//! The OpenAPI 3.1 description of the client-facing API, generated from the handlers' own
+//! annotations (`#[utoipa::path]`) and the model's schemas, served at `GET /openapi.json`.
+//!
+//! The internal routes are not part of it: they are for the change handler, not for clients.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{ErrorBody, HistoryPage};
+use crate::model::{
+    ChatMessage, NewChatMessage, Notification, NotificationType, PaymentReminder, PurchaseUpdate,
+    ShippingUpdate,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "chatcore",
+        description = "Real-time chat and notifications: messages are written once to a store and delivered to websockets from its change feed. With AUTH_MODE=jwt every route but /healthz, /readyz, /metrics and /openapi.json needs a bearer token whose subject is the acting user."
+    ),
+    paths(
+        super::post_message,
+        super::get_history,
+        super::subscribe_chat,
+        super::subscribe_notifications,
+        super::healthz,
+        super::readyz,
+        super::metrics,
+    ),
+    components(schemas(
+        ChatMessage,
+        NewChatMessage,
+        HistoryPage,
+        ErrorBody,
+        Notification,
+        NotificationType,
+        PurchaseUpdate,
+        PaymentReminder,
+        ShippingUpdate
+    )),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "chat", description = "Storing and reading messages"),
+        (name = "websockets", description = "Live delivery"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the `bearer` security scheme the paths refer to.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The API description, built from the handlers.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi();
+    document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    document
+}
+
+/// `GET /openapi.json`: the document, rendered once. Serve it unauthenticated beside the client
+/// routes.
+pub fn openapi_router() -> Router {
+    let document = Json(openapi_document());
+    Router::new().route(
+        "/openapi.json",
+        get(move || async move { document.clone() }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn the_document_describes_every_client_route_with_its_errors() {
+        let json: Value = serde_json::to_value(openapi_document()).expect("JSON");
+        assert!(json["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.")));
+        let paths = json["paths"].as_object().expect("paths");
+        for (path, method) in [
+            ("/chat/messages", "post"),
+            ("/chat/messages", "get"),
+            ("/chat/subscribe", "get"),
+            ("/notifications/subscribe", "get"),
+            ("/healthz", "get"),
+        ] {
+            assert!(paths[path][method].is_object(), "{method} {path}");
+        }
+        let post = &paths["/chat/messages"]["post"];
+        for status in ["201", "400", "401", "403", "413", "429", "503"] {
+            assert!(post["responses"][status].is_object(), "POST {status}");
+        }
+        assert!(
+            !paths.contains_key("/chat/forward-to-websocket"),
+            "internal routes stay out"
+        );
+        let schema = &json["components"]["schemas"]["NewChatMessage"];
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(required, ["content", "sender_id", "receiver_id"]);
+        assert_eq!(
+            json["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+}
