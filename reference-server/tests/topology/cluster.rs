@@ -331,7 +331,7 @@ fn start_redis(port: u16, dir: &Path) -> Process {
 
 fn members(addresses: impl Iterator<Item = String>) -> String {
     addresses
-        .map(|addr| format!("server {addr} max_fails=1 fail_timeout=10s;\n"))
+        .map(|addr| format!("server {addr} max_fails=3 fail_timeout=10s;\n"))
         .collect()
 }
 
