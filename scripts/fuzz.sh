@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the cargo-fuzz targets of fuzz/ (chatcore's Debezium decoder and request validation), one
-# at a time, each for a bounded time.
+# Runs the cargo-fuzz targets of fuzz/, one at a time, each for a bounded time:
+#   debezium_record    chatcore's Debezium record decoder
+#   validate_message   request validation of a posted message
+#   jwt_verify         JWT verification (chatcore::auth::Authenticator: HS256 secret, JWK set)
 #
 #   scripts/fuzz.sh [seconds-per-target] [target...]     (default: 60 s, every target)
 #
@@ -36,7 +38,7 @@ esac
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
-  targets=(debezium_record validate_message)
+  targets=(debezium_record validate_message jwt_verify)
 fi
 
 fuzz_dir=$root/fuzz
@@ -51,8 +53,9 @@ plain_rustflags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 
 plain_target_dir=$fuzz_dir/target/plain
 
 # fuzz/Cargo.lock is not committed (cargo writes the registry's address into it): start it from
-# the root workspace's lock, so chatcore builds here with the versions it is tested with.
-if [ ! -f "$fuzz_dir/Cargo.lock" ]; then
+# the root workspace's lock, so chatcore builds here with the versions it is tested with, and
+# start again from it whenever the root lock changed since (e.g. chatcore got a new dependency).
+if [ ! -f "$fuzz_dir/Cargo.lock" ] || [ Cargo.lock -nt "$fuzz_dir/Cargo.lock" ]; then
   cp Cargo.lock "$fuzz_dir/Cargo.lock"
 fi
 
