@@ -337,6 +337,8 @@ struct RawHeader {
 struct Claims {
     #[serde(default)]
     sub: Option<Value>,
+    #[serde(default)]
+    iss: Option<Value>,
 }
 
 impl Authenticator {
@@ -448,6 +450,14 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map_err(|e| map_jwt_error(e.into_kind()))?
             .claims;
+        // jsonwebtoken accepts an array `iss` when any element matches; RFC 7519 §4.1.1 makes it
+        // one string, and a list would let a token name a foreign issuer beside ours.
+        if matches!(&claims.iss, Some(iss) if !iss.is_string() && !iss.is_null()) {
+            return Err(AuthError::InvalidClaim {
+                claim: "iss",
+                reason: "not a string".to_owned(),
+            });
+        }
         let subject = match claims.sub {
             None | Some(Value::Null) => return Err(AuthError::MissingClaim("sub".to_owned())),
             Some(Value::String(subject)) => subject,
@@ -906,6 +916,11 @@ mod tests {
             with(json!({"aud": "chat"})),
             Err(AuthError::MissingClaim("iss".to_owned()))
         );
+        // Found by the jwt_verify fuzz target: a list naming a foreign issuer beside ours.
+        assert!(matches!(
+            with(json!({"iss": ["https://evil.test/", "https://issuer.test/"], "aud": "chat"})),
+            Err(AuthError::InvalidClaim { claim: "iss", .. })
+        ));
         assert_eq!(
             with(json!({"iss": "https://issuer.test/"})),
             Err(AuthError::MissingClaim("aud".to_owned()))
