@@ -288,6 +288,57 @@ pub struct DeadLetter<'a> {
     pub attempts: u32,
 }
 
+/// The dead-letter sink of a pipeline whose failure policy is
+/// [`chatcore::pipeline::FailurePolicy::DeadLetter`]: each failed event is published to `topic`
+/// by [`KafkaPublisher::dead_letter`], with the original topic, partition, offset, last error and
+/// attempts as headers ([`headers`]).
+#[derive(Debug, Clone)]
+pub struct KafkaDeadLetters {
+    publisher: KafkaPublisher,
+    topic: String,
+    source_topic: String,
+}
+
+impl KafkaDeadLetters {
+    /// Dead letters of events read from `source_topic`, published to `topic`.
+    pub fn new(
+        publisher: KafkaPublisher,
+        topic: impl Into<String>,
+        source_topic: impl Into<String>,
+    ) -> Self {
+        Self {
+            publisher,
+            topic: topic.into(),
+            source_topic: source_topic.into(),
+        }
+    }
+
+    /// The dead-letter topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+#[async_trait]
+impl chatcore::dead_letter::DeadLetterSink for KafkaDeadLetters {
+    async fn dead_letter(
+        &self,
+        failed: &chatcore::dead_letter::FailedEvent<'_>,
+    ) -> Result<(), chatcore::dead_letter::DeadLetterError> {
+        let letter = DeadLetter {
+            event: failed.event,
+            source_topic: &self.source_topic,
+            error: failed.error,
+            attempts: failed.attempts,
+        };
+        self.publisher
+            .dead_letter(&self.topic, &letter)
+            .await
+            .map(|_| ())
+            .map_err(|e| chatcore::dead_letter::DeadLetterError(e.to_string()))
+    }
+}
+
 /// Header names of dead letters.
 pub mod headers {
     /// Topic the record was read from.

@@ -91,6 +91,29 @@ pub enum DeliveryResult {
     slow_client_closed,
 }
 
+/// How an e-mail of the e-mail consumer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum EmailResult {
+    /// Handed to the mail server.
+    sent,
+    /// The mail server or the directory failed (the attempt is retried).
+    failed,
+    /// The recipient is not in the user e-mail directory: skipped.
+    unknown_recipient,
+    /// The address or message was refused before sending: skipped.
+    invalid,
+    /// The receiver of a chat message was online: no e-mail.
+    receiver_online,
+}
+
+/// Labels of [`Metrics::emails`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EmailLabels {
+    /// How it ended.
+    pub result: EmailResult,
+}
+
 /// Labels of [`Metrics::event_store_errors`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -125,6 +148,8 @@ pub struct Metrics {
     pub sockets: Family<SocketLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     /// `chatcore_messages_stored_total`: messages accepted by the persistence API.
     pub messages_stored: Counter<u64, AtomicU64>,
+    /// `chatcore_emails_total{result}`: e-mails of the e-mail consumer.
+    pub emails: Family<EmailLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -146,6 +171,7 @@ impl Metrics {
             event_store_errors: Family::default(),
             sockets: Family::default(),
             messages_stored: Counter::default(),
+            emails: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -188,6 +214,11 @@ impl Metrics {
             "Messages accepted by the persistence API",
             metrics.messages_stored.clone(),
         );
+        registry.register(
+            "emails",
+            "E-mails of the e-mail consumer, by result",
+            metrics.emails.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -211,6 +242,16 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// Counts an e-mail of the e-mail consumer.
+    pub fn email(&self, result: EmailResult) {
+        self.emails.get_or_create(&EmailLabels { result }).inc();
+    }
+
+    /// Reads `chatcore_emails_total` for one result (for tests).
+    pub fn email_count(&self, result: EmailResult) -> u64 {
+        self.emails.get_or_create(&EmailLabels { result }).get()
     }
 
     /// Counts a dropped event (also as an `outcome="dropped"` event).

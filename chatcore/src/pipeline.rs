@@ -68,14 +68,18 @@ impl RetryPolicy {
     }
 }
 
-/// What happens to a chat delivery whose retries ran out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What happens to an event whose retries ran out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum FailurePolicy {
     /// Close the conversation's sockets so clients fall back to history (the seed's choice).
     #[default]
     CloseStream,
     /// Log and move on.
     LogAndSkip,
+    /// Hand the event to a dead-letter sink (the e-mail consumer's policy). The event is
+    /// acknowledged only once the sink has it; until then the pipeline keeps trying, with
+    /// backoff, and on shutdown leaves it unacknowledged for the next consumer.
+    DeadLetter(crate::dead_letter::DeadLetterTarget),
 }
 
 /// What an event asks the pipeline to do.
@@ -209,7 +213,8 @@ type Planned = Result<Plan, DropReason>;
 
 enum Attempts {
     Delivered,
-    Exhausted(Vec<Delivery>),
+    /// The deliveries still failing, and the last error.
+    Exhausted(Vec<Delivery>, String),
     Interrupted,
 }
 
@@ -318,9 +323,12 @@ impl Shared {
             };
             match self.deliver(plan.deliveries, shutdown).await {
                 Attempts::Delivered => self.metrics.event(self.name(), Outcome::success),
-                Attempts::Exhausted(failed) => {
+                Attempts::Exhausted(failed, error) => {
                     self.metrics.event(self.name(), Outcome::failed);
-                    self.failover(&failed).await;
+                    if !self.failover(&event, &failed, &error, shutdown).await {
+                        self.dedup.abandon(&plan.event_key, token.as_ref()).await;
+                        return;
+                    }
                 }
                 Attempts::Interrupted => {
                     self.dedup.abandon(&plan.event_key, token.as_ref()).await;
@@ -362,6 +370,7 @@ impl Shared {
 
     async fn deliver(&self, mut pending: Vec<Delivery>, shutdown: &CancellationToken) -> Attempts {
         let retry = &self.config.retry;
+        let mut last_error = String::new();
         for attempt in 0..=retry.max_retries {
             if attempt > 0 {
                 self.metrics
@@ -375,43 +384,61 @@ impl Shared {
                     () = tokio::time::sleep(retry.delay(attempt - 1)) => {}
                 }
             }
-            pending = self.attempt(pending, attempt).await;
+            (pending, last_error) = self.attempt(pending, attempt).await;
             if pending.is_empty() {
                 return Attempts::Delivered;
             }
         }
-        Attempts::Exhausted(pending)
+        Attempts::Exhausted(pending, last_error)
     }
 
-    /// Runs every pending delivery concurrently; returns those that failed.
-    async fn attempt(&self, pending: Vec<Delivery>, attempt: u32) -> Vec<Delivery> {
+    /// Runs every pending delivery concurrently; returns those that failed and the last error.
+    async fn attempt(&self, pending: Vec<Delivery>, attempt: u32) -> (Vec<Delivery>, String) {
         let results = join_all(pending.iter().map(|d| self.forwarder.forward(d))).await;
-        pending
+        let mut last_error = String::new();
+        let failed = pending
             .into_iter()
             .zip(results)
             .filter_map(|(delivery, result)| match result {
                 Ok(report) if report.is_complete() => None,
                 Ok(report) => {
                     tracing::info!(attempt, tier = ?delivery.tier(), key = %delivery.routing_key(), delivered = report.delivered, failed = report.failed, "partial delivery");
+                    last_error = format!(
+                        "partial delivery: {} delivered, {} failed",
+                        report.delivered, report.failed
+                    );
                     Some(delivery)
                 }
                 Err(error) => {
                     tracing::info!(attempt, tier = ?delivery.tier(), key = %delivery.routing_key(), %error, "delivery failed");
+                    last_error = error.to_string();
                     Some(delivery)
                 }
             })
-            .collect()
+            .collect();
+        (failed, last_error)
     }
 
-    async fn failover(&self, failed: &[Delivery]) {
+    /// Runs the failure policy; false when shutdown interrupted it (the event stays
+    /// unacknowledged).
+    async fn failover(
+        &self,
+        event: &ChangeEvent,
+        failed: &[Delivery],
+        error: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
         self.metrics
             .failovers
             .get_or_create(&ConsumerLabels {
                 consumer: self.name().to_owned(),
             })
             .inc();
+        if let FailurePolicy::DeadLetter(target) = &self.config.failure {
+            return self.dead_letter(target, event, error, shutdown).await;
+        }
         for delivery in failed {
-            match (delivery, self.config.failure) {
+            match (delivery, &self.config.failure) {
                 (Delivery::Chat(message), FailurePolicy::CloseStream) => {
                     let reason = "delivery failed: fetch history and reconnect";
                     match self
@@ -429,6 +456,42 @@ impl Shared {
                 }
                 (delivery, _) => {
                     tracing::error!(tier = ?delivery.tier(), key = %delivery.routing_key(), "retries exhausted: skipped")
+                }
+            }
+        }
+        true
+    }
+
+    /// Writes a dead letter, trying again with backoff until the sink has it; false when
+    /// shutdown came first.
+    async fn dead_letter(
+        &self,
+        target: &crate::dead_letter::DeadLetterTarget,
+        event: &ChangeEvent,
+        error: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let failed = crate::dead_letter::FailedEvent {
+            consumer: self.name(),
+            event,
+            error,
+            attempts: self.config.retry.max_retries + 1,
+        };
+        let mut failures = 0;
+        loop {
+            match target.0.dead_letter(&failed).await {
+                Ok(()) => {
+                    tracing::error!(key = %event.key, %error, "retries exhausted: dead-lettered");
+                    return true;
+                }
+                Err(sink_error) => {
+                    let wait = self.config.retry.delay(failures);
+                    failures += 1;
+                    tracing::warn!(%sink_error, ?wait, "dead letter not written; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return false,
+                        () = tokio::time::sleep(wait) => {}
+                    }
                 }
             }
         }
