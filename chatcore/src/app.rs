@@ -22,15 +22,19 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Authenticator};
-use crate::change::ChangeSource;
-use crate::dedup::{DedupConfig, Deduplicator, EventStore, InMemoryEventStore};
-use crate::forward::{Forwarder, InProcessForwarder};
+use crate::change::{ChangeEvent, ChangeSource, InMemoryChangeFeed};
+use crate::dedup::{
+    DedupConfig, Deduplicator, EventStore, InMemoryEventStore, DEFAULT_THROTTLE_TTL,
+};
+use crate::forward::{Forwarder, InProcessForwarder, ThrottledForwarder};
 use crate::http::{
     self, ChatTierState, InternalState, Limits, NotificationTierState, OpsState, PersistenceState,
     ReadinessCheck,
 };
-use crate::metrics::{Metrics, TierLabel};
-use crate::pipeline::{ChatHandler, Pipeline, PipelineConfig};
+use crate::metrics::{DropReason, Metrics, TierLabel};
+use crate::pipeline::{
+    ChatHandler, EventHandler, FailurePolicy, Pipeline, PipelineConfig, Plan, RetryPolicy,
+};
 use crate::sockets::{
     CloseReason, LocalSocketRegistry, SessionConfig, SocketQuota, SocketRegistry,
     SHUTDOWN_CLOSE_CODE,
@@ -39,6 +43,227 @@ use crate::store::{InMemoryMessageStore, MessageStore};
 
 /// Consumer group of the change handler on the embedded feed.
 pub const CHAT_CONSUMER_GROUP: &str = "chat-change-handler";
+/// Suffix of the notification consumer's group (strategies `separate` and `segregated`): with
+/// the default chat group, `chat-change-handler-notifications`.
+pub const NOTIFICATIONS_GROUP_SUFFIX: &str = "-notifications";
+
+/// How chat messages reach the notification tier: the seed's three strategies (CONTRACT §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotificationStrategy {
+    /// One consumer forwards each message to the chat and the notification tiers concurrently
+    /// (the seed's implementation). Simplest; a failing notification tier makes the whole event
+    /// retry, and holds back the conversation's next messages meanwhile.
+    #[default]
+    Concurrent,
+    /// The chat consumer forwards chat only; a second consumer group sends chat notifications,
+    /// throttled to one per conversation and receiver per [`NotificationsConfig::throttle_ttl`].
+    /// Both use the chat consumer's retry and idempotency settings.
+    Separate,
+    /// Like `Separate`, and the notification consumer has its own retry, idempotency TTL and
+    /// failure policy ([`NotificationsConfig`]), so an unavailable notification tier never delays
+    /// chat. The e-mail consumer is the third group of this strategy.
+    Segregated,
+}
+
+impl NotificationStrategy {
+    /// True when chat notifications are sent by a consumer group of their own.
+    pub fn has_notification_consumer(self) -> bool {
+        self != Self::Concurrent
+    }
+}
+
+/// Settings of the notification consumers: the chat-notification consumer of the `segregated`
+/// strategy, and the document consumers (commerce, [`Backends::with_consumer`]).
+#[derive(Debug, Clone)]
+pub struct NotificationsConfig {
+    /// One chat notification per conversation and receiver within this window (strategies
+    /// `separate` and `segregated`); zero turns the throttle off.
+    pub throttle_ttl: Duration,
+    /// Retry and failure policy (log and skip by default) of the notification consumers.
+    pub pipeline: PipelineConfig,
+    /// Idempotency of the notification consumers.
+    pub dedup: DedupConfig,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            throttle_ttl: DEFAULT_THROTTLE_TTL,
+            pipeline: PipelineConfig {
+                name: "notifications".to_owned(),
+                retry: RetryPolicy {
+                    max_retries: 3,
+                    ..RetryPolicy::default()
+                },
+                failure: FailurePolicy::LogAndSkip,
+                ..PipelineConfig::default()
+            },
+            dedup: DedupConfig {
+                ttl: Duration::from_secs(60 * 60),
+                ..DedupConfig::default()
+            },
+        }
+    }
+}
+
+/// An extra consumer of a node: a change feed and the handler that turns its events into
+/// notifications (commerce, or a team's own documents). It runs with the
+/// [`NotificationsConfig`] settings and delivers through the node's forwarder.
+#[derive(Clone)]
+pub struct Consumer {
+    /// Name in metrics and logs (`chatcore_events_total{consumer=...}`).
+    pub name: String,
+    /// Its change feed (its own consumer group or change stream).
+    pub source: Arc<dyn ChangeSource>,
+    /// What its events become.
+    pub handler: Arc<dyn EventHandler>,
+}
+
+/// Prefixes a handler's idempotency keys, so two consumers of the same events sharing an event
+/// store (the chat and the notification consumer of one message) do not take each other's work
+/// for duplicates.
+#[derive(Debug, Clone)]
+pub struct KeyPrefixed<H> {
+    prefix: String,
+    inner: H,
+}
+
+impl<H> KeyPrefixed<H> {
+    /// Keys of `inner` become `{prefix}{key}`.
+    pub fn new(prefix: impl Into<String>, inner: H) -> Self {
+        Self {
+            prefix: prefix.into(),
+            inner,
+        }
+    }
+}
+
+impl<H: EventHandler> EventHandler for KeyPrefixed<H> {
+    fn plan(&self, event: &ChangeEvent) -> Result<Plan, DropReason> {
+        let mut plan = self.inner.plan(event)?;
+        plan.event_key.insert_str(0, &self.prefix);
+        Ok(plan)
+    }
+}
+
+/// The consumers a strategy runs, over sources opened by the caller: what [`ChatApp`] and the
+/// reference server's change handler both start.
+pub struct ConsumerSet {
+    /// The chat consumer's feed.
+    pub chat_source: Arc<dyn ChangeSource>,
+    /// The notification consumer's feed (required by `separate` and `segregated`).
+    pub notification_source: Option<Arc<dyn ChangeSource>>,
+    /// Extra consumers (commerce, custom documents).
+    pub consumers: Vec<Consumer>,
+    /// Idempotency and throttle windows.
+    pub event_store: Arc<dyn EventStore>,
+    /// Where every consumer delivers.
+    pub forwarder: Arc<dyn Forwarder>,
+}
+
+impl ConsumerSet {
+    /// Spawns the consumers of `strategy` on the current runtime; they stop when `shutdown` is
+    /// cancelled. Without a notification source, `separate` and `segregated` fall back to
+    /// `concurrent` (logged) rather than losing notifications.
+    pub fn spawn(
+        self,
+        strategy: NotificationStrategy,
+        config: &AppConfig,
+        metrics: &Arc<Metrics>,
+        shutdown: &CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        let mut run = |pipeline: Pipeline| tasks.push(tokio::spawn(pipeline.run(shutdown.clone())));
+        let strategy = match (strategy, &self.notification_source) {
+            (NotificationStrategy::Concurrent, _) | (_, Some(_)) => strategy,
+            (other, None) => {
+                tracing::error!(
+                    ?other,
+                    "no notification consumer feed: notifying from the chat consumer"
+                );
+                NotificationStrategy::Concurrent
+            }
+        };
+        let chat_handler = ChatHandler {
+            notify_receiver: strategy == NotificationStrategy::Concurrent,
+            max_content_bytes: config.limits.max_content_bytes,
+            ..ChatHandler::default()
+        };
+        let dedup = |dedup: &DedupConfig| {
+            Deduplicator::new(self.event_store.clone(), dedup.clone(), metrics.clone())
+        };
+        run(Pipeline::new(
+            self.chat_source,
+            Arc::new(chat_handler),
+            dedup(&config.dedup),
+            self.forwarder.clone(),
+            config.pipeline.clone(),
+            metrics.clone(),
+        ));
+        if let Some(source) = self
+            .notification_source
+            .filter(|_| strategy.has_notification_consumer())
+        {
+            let (pipeline, dedup_config) = match strategy {
+                NotificationStrategy::Segregated => (
+                    config.notifications.pipeline.clone(),
+                    &config.notifications.dedup,
+                ),
+                _ => (config.pipeline.clone(), &config.dedup),
+            };
+            let pipeline = PipelineConfig {
+                name: "notifications".to_owned(),
+                ..pipeline
+            };
+            let handler = KeyPrefixed::new(
+                "notify:",
+                ChatHandler {
+                    forward_chat: false,
+                    notify_receiver: true,
+                    max_content_bytes: config.limits.max_content_bytes,
+                },
+            );
+            let throttle = config.notifications.throttle_ttl;
+            let forwarder: Arc<dyn Forwarder> = if throttle.is_zero() {
+                self.forwarder.clone()
+            } else {
+                Arc::new(
+                    ThrottledForwarder::new(
+                        self.forwarder.clone(),
+                        self.event_store.clone(),
+                        throttle,
+                    )
+                    .counted(metrics.clone(), pipeline.name.clone()),
+                )
+            };
+            run(Pipeline::new(
+                source,
+                Arc::new(handler),
+                dedup(dedup_config),
+                forwarder,
+                pipeline,
+                metrics.clone(),
+            ));
+        }
+        // TODO(email): strategy `segregated`'s third group, the e-mail consumer (chat messages →
+        // `/email/chat` with a dead-letter policy), plugs in here as one more pipeline on its
+        // own feed once it exists.
+        for consumer in self.consumers {
+            run(Pipeline::new(
+                consumer.source,
+                consumer.handler,
+                dedup(&config.notifications.dedup),
+                self.forwarder.clone(),
+                PipelineConfig {
+                    name: consumer.name,
+                    ..config.notifications.pipeline.clone()
+                },
+                metrics.clone(),
+            ));
+        }
+        tasks
+    }
+}
 
 /// A one-shot wrapper around a forwarder, see [`Backends::layer_forwarder`].
 pub type ForwarderLayer = Arc<dyn Fn(Arc<dyn Forwarder>) -> Arc<dyn Forwarder> + Send + Sync>;
@@ -52,6 +277,14 @@ pub struct Backends {
     pub source: Arc<dyn ChangeSource>,
     /// Idempotency.
     pub event_store: Arc<dyn EventStore>,
+    /// The notification consumer's feed (strategies `separate` and `segregated`); `None`: a
+    /// new group of the in-memory feed, when there is one.
+    pub notification_source: Option<Arc<dyn ChangeSource>>,
+    /// The in-memory feed of [`Backends::in_memory`], where the notification consumer joins
+    /// its own group when no `notification_source` is given.
+    pub memory_feed: Option<Arc<InMemoryChangeFeed>>,
+    /// Extra consumers (commerce notifications, a team's own documents).
+    pub consumers: Vec<Consumer>,
     /// Where the pipeline delivers; `None` means this node's own tiers.
     pub forwarder: Option<Arc<dyn Forwarder>>,
     /// Wraps whichever forwarder the pipeline uses (a layer, in tower's sense): auditing,
@@ -66,9 +299,13 @@ impl Backends {
     pub fn in_memory() -> Self {
         let store = Arc::new(InMemoryMessageStore::new());
         let source = Arc::new(store.change_source(CHAT_CONSUMER_GROUP));
+        let memory_feed = Some(store.feed().clone());
         Self {
             store,
             source,
+            notification_source: None,
+            memory_feed,
+            consumers: Vec::new(),
             event_store: Arc::new(InMemoryEventStore::new()),
             forwarder: None,
             forwarder_layer: None,
@@ -99,6 +336,22 @@ impl Backends {
         self
     }
 
+    /// Adds a consumer: `handler` applied to the events of `source`, delivered through the
+    /// node's forwarder with the notification consumers' settings.
+    pub fn with_consumer(
+        mut self,
+        name: impl Into<String>,
+        source: Arc<dyn ChangeSource>,
+        handler: Arc<dyn EventHandler>,
+    ) -> Self {
+        self.consumers.push(Consumer {
+            name: name.into(),
+            source,
+            handler,
+        });
+        self
+    }
+
     /// Replaces the event store.
     pub fn with_event_store(mut self, event_store: Arc<dyn EventStore>) -> Self {
         self.event_store = event_store;
@@ -117,6 +370,10 @@ pub struct AppConfig {
     pub pipeline: PipelineConfig,
     /// Idempotency TTLs and failure policy.
     pub dedup: DedupConfig,
+    /// How chat notifications are delivered.
+    pub strategy: NotificationStrategy,
+    /// Settings of the notification consumers.
+    pub notifications: NotificationsConfig,
     /// Verifies the bearer tokens of the client routes (persistence and both websocket tiers;
     /// the operational routes stay open). `None`: no authentication, every caller is
     /// [`crate::http::Caller::Anonymous`].
@@ -137,7 +394,7 @@ pub struct ChatApp {
     socket_quota: SocketQuota,
     readiness: Vec<(String, ReadinessCheck)>,
     shutdown: CancellationToken,
-    pipeline: JoinHandle<()>,
+    pipelines: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ChatApp {
@@ -170,20 +427,23 @@ impl ChatApp {
         if let Some(layer) = &backends.forwarder_layer {
             forwarder = layer(forwarder);
         }
-        let handler = ChatHandler {
-            max_content_bytes: config.limits.max_content_bytes,
-            ..ChatHandler::default()
+        let notification_source = match (&backends.notification_source, &backends.memory_feed) {
+            (Some(source), _) => Some(source.clone()),
+            (None, Some(feed)) if config.strategy.has_notification_consumer() => {
+                let group = format!("{CHAT_CONSUMER_GROUP}{NOTIFICATIONS_GROUP_SUFFIX}");
+                Some(Arc::new(feed.subscribe(&group)) as Arc<dyn ChangeSource>)
+            }
+            (None, _) => None,
         };
-        let pipeline = Pipeline::new(
-            backends.source,
-            Arc::new(handler),
-            Deduplicator::new(backends.event_store, config.dedup.clone(), metrics.clone()),
-            forwarder,
-            config.pipeline.clone(),
-            metrics.clone(),
-        );
         let shutdown = CancellationToken::new();
-        let pipeline = tokio::spawn(pipeline.run(shutdown.clone()));
+        let pipelines = ConsumerSet {
+            chat_source: backends.source,
+            notification_source,
+            consumers: backends.consumers,
+            event_store: backends.event_store,
+            forwarder,
+        }
+        .spawn(config.strategy, &config, &metrics, &shutdown);
         let mut readiness = vec![(
             "store".to_owned(),
             http::store_readiness(backends.store.clone()),
@@ -198,7 +458,7 @@ impl ChatApp {
             config,
             readiness,
             shutdown,
-            pipeline,
+            pipelines,
         }
     }
 
@@ -273,7 +533,12 @@ impl ChatApp {
     /// are not acknowledged and will be delivered again).
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.begin_shutdown();
-        let mut pipeline = self.pipeline;
+        let aborts: Vec<_> = self
+            .pipelines
+            .iter()
+            .map(JoinHandle::abort_handle)
+            .collect();
+        let mut pipeline = futures::future::join_all(self.pipelines);
         // Sessions write their 1001 close frames on their own tasks: wait for them too, so a
         // process exiting right after this does not cut them off.
         let sessions = async {
@@ -284,7 +549,7 @@ impl ChatApp {
         match tokio::time::timeout(grace, finished).await {
             Ok(_) => true,
             Err(_) => {
-                pipeline.abort();
+                aborts.iter().for_each(tokio::task::AbortHandle::abort);
                 false
             }
         }

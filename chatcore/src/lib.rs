@@ -16,6 +16,7 @@
 pub mod app;
 pub mod auth;
 pub mod change;
+pub mod commerce;
 pub mod config;
 pub mod dead_letter;
 pub mod debezium;

@@ -287,8 +287,10 @@ pub struct ShippingUpdate {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The kinds of notification carried on the notification tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+/// The kinds of notification carried on the notification tier: the four of the contract, and
+/// any type a team adds ([`NotificationType::custom`]). On the wire each is its name, e.g.
+/// `"chat_notification"` or `"review_request"`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationType {
     /// A chat message for a user who may not have the conversation open.
@@ -299,16 +301,41 @@ pub enum NotificationType {
     PaymentReminderNotification,
     /// A [`ShippingUpdate`].
     ShippingUpdateNotification,
+    /// A type of the embedding application, serialized as its bare name. Build it with
+    /// [`NotificationType::custom`], which maps the contract's names to their own variants.
+    #[serde(untagged)]
+    Custom(String),
 }
 
 impl NotificationType {
+    /// A notification type named `name`: one of the contract's four when it is one of their
+    /// names, otherwise a custom type.
+    ///
+    /// ```
+    /// use chatcore::model::NotificationType;
+    /// let review = NotificationType::custom("review_request");
+    /// assert_eq!(serde_json::to_value(&review).unwrap(), "review_request");
+    /// assert_eq!(NotificationType::custom("chat_notification"), NotificationType::ChatNotification);
+    /// ```
+    pub fn custom(name: impl Into<String>) -> Self {
+        let name = name.into();
+        match name.as_str() {
+            "chat_notification" => Self::ChatNotification,
+            "purchase_notification" => Self::PurchaseNotification,
+            "payment_reminder_notification" => Self::PaymentReminderNotification,
+            "shipping_update_notification" => Self::ShippingUpdateNotification,
+            _ => Self::Custom(name),
+        }
+    }
+
     /// The wire name, e.g. `chat_notification`.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Self::ChatNotification => "chat_notification",
             Self::PurchaseNotification => "purchase_notification",
             Self::PaymentReminderNotification => "payment_reminder_notification",
             Self::ShippingUpdateNotification => "shipping_update_notification",
+            Self::Custom(name) => name,
         }
     }
 }
@@ -460,5 +487,31 @@ mod tests {
         assert_eq!(json["notification_type"], "chat_notification");
         assert_eq!(json["payload"]["message_id"], "m1");
         assert!(json["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+
+    #[test]
+    fn custom_types_are_bare_names_and_the_contract_names_stay_their_variants() {
+        for (kind, name) in [
+            (NotificationType::ChatNotification, "chat_notification"),
+            (
+                NotificationType::PurchaseNotification,
+                "purchase_notification",
+            ),
+            (
+                NotificationType::PaymentReminderNotification,
+                "payment_reminder_notification",
+            ),
+            (
+                NotificationType::ShippingUpdateNotification,
+                "shipping_update_notification",
+            ),
+            (NotificationType::custom("review_request"), "review_request"),
+        ] {
+            assert_eq!(serde_json::to_value(&kind).expect("serializes"), name);
+            let back: NotificationType =
+                serde_json::from_value(serde_json::json!(name)).expect("parses");
+            assert_eq!(back, kind);
+            assert_eq!(kind.as_str(), name);
+        }
     }
 }

@@ -5,10 +5,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatcore::app::{AppConfig, Backends, ChatApp};
+use chatcore::app::{AppConfig, Backends, ChatApp, Consumer, NOTIFICATIONS_GROUP_SUFFIX};
+use chatcore::change::ChangeSource;
+use chatcore::commerce::{
+    NotificationHandler, PAYMENTS_COLLECTION, PURCHASES_COLLECTION, SHIPMENTS_COLLECTION,
+};
+use chatcore::pipeline::EventHandler;
+use chatcore::store::CHAT_COLLECTION;
 
 use crate::backends::{
-    event_store, kafka_relay, kafka_source, CompanionStarter, Store, RELAY_CONSUMER,
+    event_store, kafka_relay, kafka_source, kafka_source_of, CompanionStarter, Store,
+    RELAY_CONSUMER,
 };
 use crate::config::{ConfigError, Settings};
 use crate::serving::{serve_routes, Listeners, Routes, ServeOptions};
@@ -25,17 +32,87 @@ async fn all_in_one_backends(
     let mut backends = Backends::in_memory().with_event_store(events);
     backends.readiness.extend(probe);
     backends.store = store.message_store().await?;
+    backends.memory_feed = None;
+    backends.consumers = commerce_consumers(settings, &store).await?;
+    let notifications_group = notifications_group(settings);
+    let wants_notifications = config.strategy.has_notification_consumer();
     match Settings::present(&settings.kafka_bootstrap_servers) {
         None => {
             backends.source = store.feed(&settings.kafka_group).await?;
+            if wants_notifications {
+                backends.notification_source = Some(store.feed(&notifications_group).await?);
+            }
             Ok((backends, None))
         }
         Some(bootstrap) => {
             let relay = kafka_relay(settings, bootstrap, store.feed(RELAY_CONSUMER).await?).await?;
             backends.source = Arc::new(kafka_source(settings, bootstrap)?);
+            if wants_notifications {
+                backends.notification_source = Some(Arc::new(kafka_source_of(
+                    settings,
+                    bootstrap,
+                    &notifications_group,
+                    CHAT_COLLECTION,
+                    &settings.kafka_topic,
+                )?));
+            }
             Ok((backends, Some(relay)))
         }
     }
+}
+
+/// Consumer group (Kafka) or change-stream consumer (MongoDB) of the chat-notification consumer
+/// of strategies `separate` and `segregated`: `<group>-notifications`.
+pub(crate) fn notifications_group(settings: &Settings) -> String {
+    format!("{}{NOTIFICATIONS_GROUP_SUFFIX}", settings.kafka_group)
+}
+
+/// The commerce consumers, one per collection: from its Kafka topic when
+/// `COMMERCE_<COLLECTION>_KAFKA_TOPIC` is set, else from MongoDB's change stream of the collection
+/// when `MONGO_URI` is set, else none. Each reads as `<group>-commerce-<collection>` and shows in
+/// the metrics as consumer `commerce-<collection>`.
+pub(crate) async fn commerce_consumers(
+    settings: &Settings,
+    store: &Store,
+) -> Result<Vec<Consumer>, ConfigError> {
+    let handler: Arc<dyn EventHandler> = Arc::new(NotificationHandler::commerce());
+    let topics = [
+        (
+            PURCHASES_COLLECTION,
+            &settings.commerce_purchases_kafka_topic,
+        ),
+        (PAYMENTS_COLLECTION, &settings.commerce_payments_kafka_topic),
+        (
+            SHIPMENTS_COLLECTION,
+            &settings.commerce_shipments_kafka_topic,
+        ),
+    ];
+    let mut consumers = Vec::new();
+    for (collection, topic) in topics {
+        let name = format!("commerce-{collection}");
+        let group = format!("{}-{name}", settings.kafka_group);
+        let bootstrap = Settings::present(&settings.kafka_bootstrap_servers);
+        let source: Option<Arc<dyn ChangeSource>> = match (Settings::present(topic), bootstrap) {
+            (Some(topic), Some(bootstrap)) => Some(Arc::new(kafka_source_of(
+                settings, bootstrap, &group, collection, topic,
+            )?)),
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    variable: "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
+                    reason: "must be set when a COMMERCE_*_KAFKA_TOPIC is",
+                })
+            }
+            (None, _) => store.collection_feed(collection, &group).await?,
+        };
+        if let Some(source) = source {
+            consumers.push(Consumer {
+                name,
+                source,
+                handler: handler.clone(),
+            });
+        }
+    }
+    Ok(consumers)
 }
 
 /// Builds the all-in-one node on the backends the settings name, lets `customize` adjust them

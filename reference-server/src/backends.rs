@@ -55,8 +55,25 @@ pub(crate) fn kafka_source(
     settings: &Settings,
     bootstrap: &str,
 ) -> Result<KafkaChangeSource, ConfigError> {
-    let mut config =
-        KafkaSourceConfig::new(bootstrap, &settings.kafka_topic, &settings.kafka_group);
+    kafka_source_of(
+        settings,
+        bootstrap,
+        &settings.kafka_group,
+        CHAT_COLLECTION,
+        &settings.kafka_topic,
+    )
+}
+
+/// A Kafka change source of `topic` (the changes of `collection`) for consumer group `group`.
+pub(crate) fn kafka_source_of(
+    settings: &Settings,
+    bootstrap: &str,
+    group: &str,
+    collection: &str,
+    topic: &str,
+) -> Result<KafkaChangeSource, ConfigError> {
+    let mut config = KafkaSourceConfig::new(bootstrap, topic, group);
+    config.collection = collection.to_owned();
     config.ignore_old_messages = settings.ignore_old_message;
     KafkaChangeSource::new(config).map_err(|e| ConfigError::Backend {
         variable: "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
@@ -113,6 +130,22 @@ impl Store {
                 store.create_indexes().await.map_err(mongo_error)?;
                 Ok(Arc::new(store))
             }
+        }
+    }
+
+    /// The change stream of `collection` read as consumer `consumer`; `None` in memory.
+    pub(crate) async fn collection_feed(
+        &self,
+        collection: &str,
+        consumer: &str,
+    ) -> Result<Option<Arc<dyn ChangeSource>>, ConfigError> {
+        match self {
+            Self::Memory(_) => Ok(None),
+            Self::Mongo(database, timeout) => Ok(Some(Arc::new(
+                MongoChangeStream::open(database, collection, consumer, *timeout)
+                    .await
+                    .map_err(mongo_error)?,
+            ))),
         }
     }
 

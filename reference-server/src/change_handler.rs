@@ -1,21 +1,25 @@
 //! Role `change-handler`: the Kafka change feed → the event store → HTTP forwarders to the chat
 //! and notification tiers (through the balancer), with the failover call to
-//! `/chat/close-stream` after exhausted retries. It serves only `/healthz`, `/readyz` and
-//! `/metrics`.
+//! `/chat/close-stream` after exhausted retries. With `NOTIFICATION_STRATEGY=separate` or
+//! `segregated` chat notifications come from a second consumer group, `<group>-notifications`;
+//! commerce notifications come from their Kafka topics or MongoDB change streams. It serves only
+//! `/healthz`, `/readyz` and `/metrics`.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use chatcore::dedup::Deduplicator;
+use chatcore::app::ConsumerSet;
+use chatcore::change::ChangeSource;
 use chatcore::forward::{HttpForwarder, TierEndpoint};
 use chatcore::http::{self, OpsState};
 use chatcore::metrics::Metrics;
-use chatcore::pipeline::{ChatHandler, Pipeline};
+use chatcore::store::CHAT_COLLECTION;
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::{event_store, kafka_source, NamedCheck};
+use crate::all_in_one::{commerce_consumers, notifications_group};
+use crate::backends::{event_store, kafka_source, kafka_source_of, NamedCheck, Store};
 use crate::config::{ConfigError, Settings};
 use crate::serving::{serve_routes, Listeners, Routes, ServeOptions};
 use crate::ServerError;
@@ -25,13 +29,14 @@ pub struct ChangeHandler {
     /// Counters of the pipeline.
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     readiness: Vec<NamedCheck>,
 }
 
 impl ChangeHandler {
-    /// Starts role `change-handler`: Kafka source → event store → HTTP forwarders.
-    pub fn start(settings: &Settings) -> Result<Self, ConfigError> {
+    /// Starts role `change-handler`: Kafka source → event store → HTTP forwarders, with the
+    /// consumers of `NOTIFICATION_STRATEGY` and the commerce consumers.
+    pub async fn start(settings: &Settings) -> Result<Self, ConfigError> {
         const ROLE: &str = "change-handler";
         let config = settings.app_config()?;
         let bootstrap = Settings::required(
@@ -62,23 +67,30 @@ impl ChangeHandler {
         );
         let (events, probe) = event_store(settings, &config)?;
         let metrics = Arc::new(Metrics::new());
-        let pipeline = Pipeline::new(
-            Arc::new(kafka_source(settings, bootstrap)?),
-            Arc::new(ChatHandler {
-                max_content_bytes: config.limits.max_content_bytes,
-                ..ChatHandler::default()
-            }),
-            Deduplicator::new(events, config.dedup.clone(), metrics.clone()),
-            Arc::new(forwarder),
-            config.pipeline.clone(),
-            metrics.clone(),
-        );
+        let notification_source = match config.strategy.has_notification_consumer() {
+            true => Some(Arc::new(kafka_source_of(
+                settings,
+                bootstrap,
+                &notifications_group(settings),
+                CHAT_COLLECTION,
+                &settings.kafka_topic,
+            )?) as Arc<dyn ChangeSource>),
+            false => None,
+        };
+        let store = Store::open(settings).await?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(pipeline.run(shutdown.clone()));
+        let tasks = ConsumerSet {
+            chat_source: Arc::new(kafka_source(settings, bootstrap)?),
+            notification_source,
+            consumers: commerce_consumers(settings, &store).await?,
+            event_store: events,
+            forwarder: Arc::new(forwarder),
+        }
+        .spawn(config.strategy, &config, &metrics, &shutdown);
         Ok(Self {
             metrics,
             shutdown,
-            task,
+            tasks,
             readiness: probe.into_iter().collect(),
         })
     }
@@ -104,11 +116,20 @@ impl ChangeHandler {
     /// Stops taking events and waits up to `grace` for in-flight ones; true when it finished.
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.shutdown.cancel();
-        let mut task = self.task;
-        match tokio::time::timeout(grace, &mut task).await {
+        let aborts: Vec<_> = self
+            .tasks
+            .iter()
+            .map(tokio::task::JoinHandle::abort_handle)
+            .collect();
+        let finished = async {
+            for task in self.tasks {
+                let _ = task.await;
+            }
+        };
+        match tokio::time::timeout(grace, finished).await {
             Ok(_) => true,
             Err(_) => {
-                task.abort();
+                aborts.iter().for_each(tokio::task::AbortHandle::abort);
                 false
             }
         }
@@ -122,7 +143,7 @@ pub async fn serve_change_handler(
     listeners: impl Into<Listeners>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let handler = ChangeHandler::start(&settings)?;
+    let handler = ChangeHandler::start(&settings).await?;
     let options = ServeOptions::from(&settings);
     let routes = Routes {
         client: handler.routes(),

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chatcore::app::AppConfig;
+use chatcore::app::{AppConfig, NotificationStrategy, NotificationsConfig};
 use chatcore::config::parse_duration;
 use chatcore::dedup::{DedupConfig, UnavailablePolicy};
 use chatcore::http::Limits;
@@ -324,6 +324,55 @@ pub struct Settings {
     /// Request timeout towards the notification websocket tier.
     #[arg(long, global = true, env = "GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub notifications_ws_timeout: Duration,
+    /// How chat notifications are sent (roles `all` and `change-handler`): `concurrent` (one
+    /// consumer, both tiers), `separate` (a second consumer group `<group>-notifications`,
+    /// throttled per conversation) or `segregated` (that group with its own `NOTIFICATIONS_*`
+    /// retry, idempotency and log-and-skip failure policy).
+    #[arg(
+        long,
+        global = true,
+        env = "NOTIFICATION_STRATEGY",
+        value_enum,
+        default_value = "concurrent"
+    )]
+    pub notification_strategy: Strategy,
+    /// Strategies `separate` and `segregated`: one chat notification per conversation and
+    /// receiver within this window; `0s` turns the throttle off.
+    #[arg(long, global = true, env = "NOTIFICATION_THROTTLE_TTL", default_value = "6h", value_parser = parse_duration)]
+    pub notification_throttle_ttl: Duration,
+    /// Retries of the notification consumers (strategy `segregated`'s chat notifications, and
+    /// commerce); the waits follow `MESSAGE_RETRY_*`. Exhausted: logged and skipped.
+    #[arg(
+        long,
+        global = true,
+        env = "NOTIFICATIONS_MESSAGE_RETRY_MAX_RETRIES",
+        default_value_t = 3
+    )]
+    pub notifications_message_retry_max_retries: u32,
+    /// How long a processed event of the notification consumers suppresses its duplicates.
+    #[arg(long, global = true, env = "NOTIFICATIONS_DEDUPLICATION_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub notifications_deduplication_ttl: Duration,
+    /// Kafka topic of the `purchases` collection's changes (Debezium); unset: purchases are read
+    /// from MongoDB's change stream when `MONGO_URI` is set.
+    #[arg(long, global = true, env = "COMMERCE_PURCHASES_KAFKA_TOPIC")]
+    pub commerce_purchases_kafka_topic: Option<String>,
+    /// Kafka topic of the `payments` collection's changes, as above.
+    #[arg(long, global = true, env = "COMMERCE_PAYMENTS_KAFKA_TOPIC")]
+    pub commerce_payments_kafka_topic: Option<String>,
+    /// Kafka topic of the `shipments` collection's changes, as above.
+    #[arg(long, global = true, env = "COMMERCE_SHIPMENTS_KAFKA_TOPIC")]
+    pub commerce_shipments_kafka_topic: Option<String>,
+}
+
+/// `concurrent`, `separate` or `segregated` (`NOTIFICATION_STRATEGY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Strategy {
+    /// One consumer forwards to the chat and notification tiers concurrently.
+    Concurrent,
+    /// A second consumer group sends throttled chat notifications.
+    Separate,
+    /// Consumer groups with their own retry, idempotency and failure policies.
+    Segregated,
 }
 
 impl Cli {
@@ -453,6 +502,14 @@ impl Settings {
                 reason: "must be a number of at least 1.0",
             });
         }
+        let dedup = DedupConfig {
+            ttl: self.deduplication_ttl,
+            lease: self.deduplication_lease,
+            on_unavailable: match self.event_store_failure_policy {
+                EventStorePolicy::FailOpen => UnavailablePolicy::FailOpen,
+                EventStorePolicy::FailClosed => UnavailablePolicy::FailClosed,
+            },
+        };
         Ok(AppConfig {
             limits: Limits {
                 max_content_bytes: self.max_content_bytes,
@@ -481,14 +538,31 @@ impl Settings {
                 },
                 ..PipelineConfig::default()
             },
-            dedup: DedupConfig {
-                ttl: self.deduplication_ttl,
-                lease: self.deduplication_lease,
-                on_unavailable: match self.event_store_failure_policy {
-                    EventStorePolicy::FailOpen => UnavailablePolicy::FailOpen,
-                    EventStorePolicy::FailClosed => UnavailablePolicy::FailClosed,
-                },
+            strategy: match self.notification_strategy {
+                Strategy::Concurrent => NotificationStrategy::Concurrent,
+                Strategy::Separate => NotificationStrategy::Separate,
+                Strategy::Segregated => NotificationStrategy::Segregated,
             },
+            notifications: {
+                let defaults = NotificationsConfig::default();
+                NotificationsConfig {
+                    throttle_ttl: self.notification_throttle_ttl,
+                    pipeline: PipelineConfig {
+                        retry: RetryPolicy {
+                            max_retries: self.notifications_message_retry_max_retries,
+                            initial_interval: self.message_retry_initial_interval,
+                            max_interval: self.message_retry_max_interval,
+                            multiplier: self.message_retry_multiplier,
+                        },
+                        ..defaults.pipeline
+                    },
+                    dedup: DedupConfig {
+                        ttl: self.notifications_deduplication_ttl,
+                        ..dedup.clone()
+                    },
+                }
+            },
+            dedup,
             // Built by `Settings::authenticator`, which reads AUTH_JWKS_FILE.
             auth: None,
         })

@@ -52,6 +52,7 @@ async fn debezium_records_reach_a_remote_nodes_sockets_through_http() {
         "--notifications-ws-url",
         &tiers.base,
     ]))
+    .await
     .expect("change handler starts");
 
     let producer: FutureProducer = ClientConfig::new()
@@ -106,7 +107,7 @@ async fn debezium_records_reach_a_remote_nodes_sockets_through_http() {
 
 #[tokio::test]
 async fn the_change_handler_names_the_variable_it_is_missing() {
-    let missing = ChangeHandler::start(&settings(&["--chat-ws-url", "http://127.0.0.1:1"]));
+    let missing = ChangeHandler::start(&settings(&["--chat-ws-url", "http://127.0.0.1:1"])).await;
     let error = missing.err().expect("refused");
     let text = error.to_string();
     assert!(matches!(error, ConfigError::Missing { .. }), "{text}");

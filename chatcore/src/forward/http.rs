@@ -83,11 +83,18 @@ impl HttpForwarder {
                 user_id,
                 notification,
             } => {
-                let path = match notification.notification_type {
+                let path = match &notification.notification_type {
                     NotificationType::ChatNotification => "chat",
                     NotificationType::PurchaseNotification => "purchase",
                     NotificationType::PaymentReminderNotification => "payment-reminder",
                     NotificationType::ShippingUpdateNotification => "shipping",
+                    // The notification tier has routes for the contract's four types only; a
+                    // custom type is delivered in process (`InProcessForwarder`).
+                    NotificationType::Custom(name) => {
+                        return Err(ForwardError::Encode(format!(
+                            "no internal route for custom notification type {name:?}"
+                        )))
+                    }
                 };
                 Ok((
                     &self.notifications,

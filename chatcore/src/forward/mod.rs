@@ -5,6 +5,7 @@
 //! of the internal HTTP routes); [`HttpForwarder`] calls remote tiers' internal routes.
 
 mod http;
+mod throttle;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::model::{ChatMessage, Notification};
 use crate::sockets::{CloseReason, Frame, SocketRegistry, FAILOVER_CLOSE_CODE};
 
 pub use http::{HttpForwarder, TierEndpoint, ROUTING_KEY_HEADER};
+pub use throttle::ThrottledForwarder;
 
 /// The websocket tiers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
