@@ -146,8 +146,10 @@ redis_down() {
 # --- SMTP sink ---------------------------------------------------------------------------------
 smtp_up() {
   ensure_venv aiosmtpd aiosmtpd
+  # The Maildir's own subdirectories too: Python's mailbox.Maildir creates them only when the
+  # directory itself does not exist yet, and delivery fails without tmp/.
+  mkdir -p "$state/smtp/maildir/tmp" "$state/smtp/maildir/new" "$state/smtp/maildir/cur"
   if port_open "$smtp_port"; then return 0; fi
-  mkdir -p "$state/smtp/maildir"
   nohup "$venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$smtp_port" \
     -c aiosmtpd.handlers.Mailbox "$state/smtp/maildir" \
     >"$state/smtp/smtp.log" 2>&1 &

@@ -46,7 +46,10 @@ pub enum Role {
     /// Notification websockets by `user_id`; deliveries arrive on `INTERNAL_LISTEN_ADDR`
     /// (required).
     NotificationsWs,
-    /// The e-mail consumer (not available in this version).
+    /// Kafka change feed → an e-mail to each offline receiver of a new chat message, through
+    /// the `user_email` directory and SMTP; dead-letter topic after exhausted retries
+    /// (`CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS`, `MONGO_URI`, `SMTP_HOST` and
+    /// `EMAIL_FROM_ADDRESS` required).
     Email,
 }
 
@@ -324,6 +327,9 @@ pub struct Settings {
     /// Request timeout towards the notification websocket tier.
     #[arg(long, global = true, env = "GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub notifications_ws_timeout: Duration,
+    /// Role `email`: SMTP, sender, consumer group, retries and dead-letter topic.
+    #[command(flatten)]
+    pub email: crate::email::EmailSettings,
     /// How chat notifications are sent (roles `all` and `change-handler`): `concurrent` (one
     /// consumer, both tiers), `separate` (a second consumer group `<group>-notifications`,
     /// throttled per conversation) or `segregated` (that group with its own `NOTIFICATIONS_*`

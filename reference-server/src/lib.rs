@@ -12,7 +12,9 @@
 //! - `change-handler`: Kafka → event store → HTTP forwarders to the websocket tiers.
 //! - `chat-ws` and `notifications-ws`: the websocket tiers, taking deliveries on
 //!   `INTERNAL_LISTEN_ADDR`.
-//! - `email`: arrives with the e-mail consumer; refused with a clear message until then.
+//! - `email`: Kafka → event store → an e-mail to each offline receiver of a new chat message
+//!   (MongoDB's `user_email` directory, SMTP), dead-letter topic after exhausted retries; see
+//!   [`email`].
 //!
 //! Where routes are served, and how shutdown drains, is described in [`serving`]. The client
 //! routes require JWT bearer tokens with `AUTH_MODE=jwt` ([`Settings::authenticator`]); without
@@ -25,6 +27,7 @@ mod auth;
 mod backends;
 mod change_handler;
 pub mod config;
+pub mod email;
 mod relay;
 pub mod serving;
 mod tiers;
@@ -35,6 +38,7 @@ use std::net::SocketAddr;
 pub use all_in_one::{build_app, build_app_with, serve, serve_app, serve_app_with};
 pub use change_handler::{serve_change_handler, ChangeHandler};
 pub use config::{AuthMode, Cli, ConfigError, Role, Settings};
+pub use email::{serve_email, EmailConsumer};
 pub use relay::serve_relay;
 pub use serving::{Listeners, ServeOptions};
 pub use tiers::{serve_chat_ws, serve_notifications_ws, serve_persistence};
@@ -66,9 +70,6 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    if role == Role::Email {
-        return Err(ServerError::Unavailable(role.name()));
-    }
     settings.check_auth_exposure(role)?;
     let listeners = Listeners::bind(&settings).await?;
     match role {
@@ -78,6 +79,6 @@ pub async fn run(
         Role::ChangeHandler => serve_change_handler(settings, listeners, shutdown).await,
         Role::ChatWs => serve_chat_ws(settings, listeners, shutdown).await,
         Role::NotificationsWs => serve_notifications_ws(settings, listeners, shutdown).await,
-        Role::Email => Err(ServerError::Unavailable(role.name())),
+        Role::Email => serve_email(settings, listeners, shutdown).await,
     }
 }

@@ -190,7 +190,8 @@ pub async fn serve_notifications_ws(
     let internal = http::notification_internal_router(InternalState {
         forwarder: Arc::new(InProcessForwarder::new(unused, sockets.clone())),
         limits: config.limits,
-    });
+    })
+    .merge(chatcore::presence::presence_router(sockets.clone()));
     let routes = Routes {
         client,
         internal: Some(internal),

@@ -333,7 +333,34 @@ fn each_role_names_the_setting_it_misses_in_one_line() {
             &[("CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")],
             "CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_HOST is required by role change-handler",
         ),
-        (&["email"], &[], "role email is not available"),
+        (
+            &["email"],
+            &[],
+            "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS is required by role email",
+        ),
+        (
+            &["email"],
+            &[("CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")],
+            "MONGO_URI is required by role email",
+        ),
+        (
+            &["email"],
+            &[
+                ("CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"),
+                ("MONGO_URI", "mongodb://127.0.0.1:1"),
+            ],
+            "SMTP_HOST is required by role email",
+        ),
+        (
+            &["email"],
+            &[
+                ("CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"),
+                ("MONGO_URI", "mongodb://127.0.0.1:1"),
+                ("SMTP_HOST", "mail.example.com"),
+                ("EMAIL_FROM_ADDRESS", "not-an-address"),
+            ],
+            "EMAIL_FROM_ADDRESS: ",
+        ),
         (
             &["persistence"],
             &[("MONGO_URI", "mongodb://127.0.0.1:1"), ("MAX_CONTENT_BYTES", "0")],
@@ -380,6 +407,7 @@ fn the_example_environment_files_name_only_real_settings_with_valid_values() {
         "change-handler",
         "chat-ws",
         "notifications-ws",
+        "email",
     ] {
         let mut args = vec!["chat-server".to_owned(), role.to_owned()];
         for file in ["common.env", &format!("{role}.env")] {
