@@ -107,8 +107,9 @@ impl Default for NotificationsConfig {
 }
 
 /// An extra consumer of a node: a change feed and the handler that turns its events into
-/// notifications (commerce, or a team's own documents). It runs with the
-/// [`NotificationsConfig`] settings and delivers through the node's forwarder.
+/// deliveries (commerce, a team's own documents, the e-mail consumer). By default it runs with
+/// the [`NotificationsConfig`] settings and delivers through the node's forwarder; both can be
+/// its own ([`Consumer::with_forwarder`], [`Consumer::with_settings`]).
 #[derive(Clone)]
 pub struct Consumer {
     /// Name in metrics and logs (`chatcore_events_total{consumer=...}`).
@@ -117,6 +118,42 @@ pub struct Consumer {
     pub source: Arc<dyn ChangeSource>,
     /// What its events become.
     pub handler: Arc<dyn EventHandler>,
+    /// Where it delivers instead of the node's forwarder (e.g. an e-mail forwarder).
+    pub forwarder: Option<Arc<dyn Forwarder>>,
+    /// Its own retry, failure policy and idempotency instead of [`NotificationsConfig`]'s
+    /// (e.g. the e-mail consumer's 10 retries, dead letters and 24 h TTL).
+    pub settings: Option<(PipelineConfig, DedupConfig)>,
+}
+
+impl Consumer {
+    /// `handler` over `source`, with the notification consumers' settings and the node's
+    /// forwarder.
+    pub fn new(
+        name: impl Into<String>,
+        source: Arc<dyn ChangeSource>,
+        handler: Arc<dyn EventHandler>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            source,
+            handler,
+            forwarder: None,
+            settings: None,
+        }
+    }
+
+    /// Delivers through `forwarder` instead of the node's.
+    pub fn with_forwarder(mut self, forwarder: Arc<dyn Forwarder>) -> Self {
+        self.forwarder = Some(forwarder);
+        self
+    }
+
+    /// Runs with its own pipeline and idempotency settings (the pipeline's name is replaced by
+    /// the consumer's).
+    pub fn with_settings(mut self, pipeline: PipelineConfig, dedup: DedupConfig) -> Self {
+        self.settings = Some((pipeline, dedup));
+        self
+    }
 }
 
 /// Prefixes a handler's idempotency keys, so two consumers of the same events sharing an event
@@ -245,18 +282,23 @@ impl ConsumerSet {
                 metrics.clone(),
             ));
         }
-        // TODO(email): strategy `segregated`'s third group, the e-mail consumer (chat messages →
-        // `/email/chat` with a dead-letter policy), plugs in here as one more pipeline on its
-        // own feed once it exists.
+        // Strategy `segregated`'s third group, the e-mail consumer, is one of these: a
+        // `Consumer` with the e-mail forwarder and its own settings (`chatcore::email`).
         for consumer in self.consumers {
+            let (pipeline, dedup_config) = consumer.settings.unwrap_or_else(|| {
+                (
+                    config.notifications.pipeline.clone(),
+                    config.notifications.dedup.clone(),
+                )
+            });
             run(Pipeline::new(
                 consumer.source,
                 consumer.handler,
-                dedup(&config.notifications.dedup),
-                self.forwarder.clone(),
+                dedup(&dedup_config),
+                consumer.forwarder.unwrap_or_else(|| self.forwarder.clone()),
                 PipelineConfig {
                     name: consumer.name,
-                    ..config.notifications.pipeline.clone()
+                    ..pipeline
                 },
                 metrics.clone(),
             ));
@@ -344,11 +386,7 @@ impl Backends {
         source: Arc<dyn ChangeSource>,
         handler: Arc<dyn EventHandler>,
     ) -> Self {
-        self.consumers.push(Consumer {
-            name: name.into(),
-            source,
-            handler,
-        });
+        self.consumers.push(Consumer::new(name, source, handler));
         self
     }
 

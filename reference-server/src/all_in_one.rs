@@ -105,11 +105,7 @@ pub(crate) async fn commerce_consumers(
             (None, _) => store.collection_feed(collection, &group).await?,
         };
         if let Some(source) = source {
-            consumers.push(Consumer {
-                name,
-                source,
-                handler: handler.clone(),
-            });
+            consumers.push(Consumer::new(name, source, handler.clone()));
         }
     }
     Ok(consumers)
