@@ -529,7 +529,7 @@ async fn email_purchased(
 }
 
 /// The collection of purchases (CONTRACT §7), whose new documents e-mail the shop owner.
-pub const PURCHASES_COLLECTION: &str = "purchases";
+pub use crate::commerce::PURCHASES_COLLECTION;
 
 /// Default consumer name (and Kafka group) of the e-mail consumer.
 pub const EMAIL_CONSUMER: &str = "chat-email";

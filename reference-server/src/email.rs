@@ -5,7 +5,9 @@
 //! (`SMTP_*`, `EMAIL_FROM_*`). Failures are retried (`EMAIL_RETRY_MAX_RETRIES`, 10, with the
 //! `MESSAGE_RETRY_*` waits); when retries run out the event goes to the dead-letter topic
 //! (`EMAIL_DEAD_LETTER_TOPIC`, `<topic>.email-dlq`) with its origin and error as headers, and
-//! only then is its offset committed. An unknown recipient is counted and skipped.
+//! only then is its offset committed. An unknown recipient is counted and skipped. With
+//! `COMMERCE_PURCHASES_KAFKA_TOPIC` a second consumer (group `<CHAT_EMAIL_KAFKA_CONSUMER_NAME>-purchases`)
+//! e-mails the shop owner of each new purchase the same way.
 //!
 //! Presence: with `GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_HOST` (the balancer's internal
 //! address of the notification tier) the consumer asks `GET /notifications/presence?user_id=`
@@ -26,17 +28,18 @@ use chatcore::dead_letter::DeadLetterTarget;
 use chatcore::dedup::{DedupConfig, Deduplicator};
 use chatcore::email::{
     email_router, EmailForwarder, EmailHandler, EmailService, EmailState, SmtpConfig,
-    SmtpEmailSender, SmtpTls, EMAIL_CONSUMER,
+    SmtpEmailSender, SmtpTls, EMAIL_CONSUMER, PURCHASES_COLLECTION,
 };
 use chatcore::http::{self, OpsState};
 use chatcore::metrics::Metrics;
 use chatcore::pipeline::{FailurePolicy, Pipeline, PipelineConfig};
 use chatcore::presence::{HttpPresence, Presence};
-use chatcore_kafka::{KafkaChangeSource, KafkaDeadLetters, KafkaPublisher, KafkaSourceConfig};
+use chatcore::store::CHAT_COLLECTION;
+use chatcore_kafka::{KafkaChangeSource, KafkaDeadLetters, KafkaPublisher};
 use chatcore_mongo::{MongoConfig, MongoUserDirectory};
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::{event_store, kafka_error, mongo_error, NamedCheck};
+use crate::backends::{event_store, kafka_error, kafka_source_of, mongo_error, NamedCheck};
 use crate::config::{ConfigError, Settings};
 use crate::serving::{serve_routes, Listeners, Routes, ServeOptions};
 use crate::ServerError;
@@ -219,10 +222,13 @@ impl EmailConsumer {
         }
         let (events, probe) = event_store(settings, &config)?;
 
-        let mut source =
-            KafkaSourceConfig::new(bootstrap, &settings.kafka_topic, &email.email_kafka_group);
-        source.ignore_old_messages = settings.ignore_old_message;
-        let source = KafkaChangeSource::new(source).map_err(kafka_error)?;
+        let source = kafka_source_of(
+            settings,
+            bootstrap,
+            &email.email_kafka_group,
+            CHAT_COLLECTION,
+            &settings.kafka_topic,
+        )?;
         let publisher =
             KafkaPublisher::new(bootstrap, &settings.mongo_database).map_err(kafka_error)?;
         let dead_letter_topic = email.dead_letter_topic(&settings.kafka_topic);
@@ -233,8 +239,13 @@ impl EmailConsumer {
                 variable: "EMAIL_DEAD_LETTER_TOPIC",
                 reason: e.to_string(),
             })?;
-        let dead_letters =
-            KafkaDeadLetters::new(publisher, &dead_letter_topic, &settings.kafka_topic);
+        let dead_letters = |source_topic: &str| {
+            FailurePolicy::DeadLetter(DeadLetterTarget::new(Arc::new(KafkaDeadLetters::new(
+                publisher.clone(),
+                &dead_letter_topic,
+                source_topic,
+            ))))
+        };
 
         let presence = Settings::present(&settings.notifications_ws_url).map(|url| {
             Arc::new(HttpPresence::new(
@@ -247,28 +258,52 @@ impl EmailConsumer {
             tracing::info!("GENERAL_NOTIFICATION_OUTGOING_CONFIG_CLIENT_HOST unset: no presence check, every receiver is e-mailed");
         }
         let metrics = Arc::new(Metrics::new());
-        let pipeline = Pipeline::new(
-            Arc::new(source),
-            Arc::new(EmailHandler::new(config.limits.max_content_bytes)),
-            Deduplicator::new(events, dedup_config, metrics.clone()),
-            Arc::new(EmailForwarder::new(
-                service.clone(),
-                presence,
-                metrics.clone(),
-            )),
-            PipelineConfig {
-                name: "email".to_owned(),
-                retry: chatcore::pipeline::RetryPolicy {
-                    max_retries: email.email_retry_max_retries,
-                    ..config.pipeline.retry.clone()
-                },
-                failure: FailurePolicy::DeadLetter(DeadLetterTarget::new(Arc::new(dead_letters))),
-                ..config.pipeline.clone()
-            },
+        let forwarder = Arc::new(EmailForwarder::new(
+            service.clone(),
+            presence,
             metrics.clone(),
-        );
+        ));
+        let handler = Arc::new(EmailHandler::new(config.limits.max_content_bytes));
+        let pipeline = |name: &str, source: KafkaChangeSource, topic: &str| {
+            Pipeline::new(
+                Arc::new(source),
+                handler.clone(),
+                Deduplicator::new(events.clone(), dedup_config.clone(), metrics.clone()),
+                forwarder.clone(),
+                PipelineConfig {
+                    name: name.to_owned(),
+                    retry: chatcore::pipeline::RetryPolicy {
+                        max_retries: email.email_retry_max_retries,
+                        ..config.pipeline.retry.clone()
+                    },
+                    failure: dead_letters(topic),
+                    ..config.pipeline.clone()
+                },
+                metrics.clone(),
+            )
+        };
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(pipeline.run(shutdown.clone()));
+        let mut pipelines = vec![tokio::spawn(
+            pipeline("email", source, &settings.kafka_topic).run(shutdown.clone()),
+        )];
+        // Purchases e-mail their shop owner when their Debezium topic is named.
+        if let Some(topic) = Settings::present(&settings.commerce_purchases_kafka_topic) {
+            let source = kafka_source_of(
+                settings,
+                bootstrap,
+                &format!("{}-purchases", email.email_kafka_group),
+                PURCHASES_COLLECTION,
+                topic,
+            )?;
+            pipelines.push(tokio::spawn(
+                pipeline("email-purchases", source, topic).run(shutdown.clone()),
+            ));
+        }
+        let task = tokio::spawn(async move {
+            for pipeline in pipelines {
+                let _ = pipeline.await;
+            }
+        });
         tracing::info!(
             group = %email.email_kafka_group,
             dead_letter_topic = %dead_letter_topic,

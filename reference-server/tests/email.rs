@@ -336,17 +336,20 @@ fn chat_event(message: &ChatMessage) -> ChangeEvent {
 
 #[tokio::test]
 #[ignore = "needs smtp, kafka, mongodb and redis: run scripts/test.sh"]
-async fn the_email_role_mails_offline_receivers_once_and_online_ones_never() {
+async fn the_email_role_mails_offline_receivers_once_online_ones_never_and_shop_owners() {
     let kafka = env("CHATCORE_TEST_KAFKA");
     let id = unique();
     let offline = format!("off-{id}");
     let online = format!("on-{id}");
     let offline_address = format!("{offline}@chatcore.test");
     let online_address = format!("{online}@chatcore.test");
+    let owner = format!("owner-{id}");
+    let owner_address = format!("{owner}@chatcore.test");
     let (_, database) = directory(&[
         user("alice", "alice@chatcore.test", "Alice"),
         user(&offline, &offline_address, "Offline"),
         user(&online, &online_address, "Online"),
+        user(&owner, &owner_address, "Owner"),
     ])
     .await;
 
@@ -362,6 +365,8 @@ async fn the_email_role_mails_offline_receivers_once_and_online_ones_never() {
     let topic = format!("email-chat-{id}");
     let publisher = chatcore_kafka::KafkaPublisher::new(&kafka, &database).expect("publisher");
     publisher.ensure_topic(&topic, 3).await.expect("topic");
+    let purchases = format!("email-purchases-{id}");
+    publisher.ensure_topic(&purchases, 1).await.expect("topic");
     let (host, port) = smtp();
     let port = port.to_string();
     let role = EmailRole::start(&[
@@ -369,6 +374,8 @@ async fn the_email_role_mails_offline_receivers_once_and_online_ones_never() {
         &kafka,
         "--kafka-topic",
         &topic,
+        "--commerce-purchases-kafka-topic",
+        &purchases,
         "--email-kafka-group",
         &format!("email-{id}"),
         "--mongo-uri",
@@ -434,6 +441,27 @@ async fn the_email_role_mails_offline_receivers_once_and_online_ones_never() {
     role.wait_metric("chatcore_emails_total{result=\"receiver_online\"}", 1)
         .await;
     assert!(mails_to(&online_address).is_empty());
+
+    // A new purchase on its Debezium topic e-mails the shop owner.
+    let purchase = ChangeEvent {
+        collection: "purchases".into(),
+        key: format!("o-{id}"),
+        document: Some(json!({
+            "order_id": format!("o-{id}"), "buyer_id": "carol", "shop_owner_id": owner,
+            "product_name": "lamp", "amount": 12.5, "currency": "EUR", "status": "paid",
+            "purchased_at": "2026-11-26T10:00:00Z"
+        })),
+        ..chat_event(&first)
+    };
+    publisher
+        .publish(&purchases, &purchase)
+        .await
+        .expect("publish");
+    let mails = wait_for_mails(&owner_address, 1, SLOW_WAIT).await;
+    assert_eq!(
+        mails[0].header("Subject"),
+        Some(format!("New order o-{id}: lamp"))
+    );
     role.stop().await;
 }
 
