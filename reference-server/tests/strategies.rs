@@ -128,11 +128,13 @@ async fn chat_delivered_while_notifications_are_down(strategy: &str, within: Dur
         |backends| backends.layer_forwarder(|inner| Arc::new(NotificationsDown(inner))),
     )
     .await;
-    let mut chat = server.subscribe_chat("alice", "bob", None).await;
+    // Names of their own: a shared event store (REDIS_ADDR) keeps throttle claims across runs.
+    let alice = format!("alice-{}", chatcore::dedup::ClaimToken::unique().as_str());
+    let mut chat = server.subscribe_chat(&alice, "bob", None).await;
     let started = Instant::now();
     let mut sent = Vec::new();
     for n in 0..3 {
-        sent.push(server.send(&format!("m{n}"), "alice", "bob").await);
+        sent.push(server.send(&format!("m{n}"), &alice, "bob").await);
     }
     let mut received = 0;
     while received < sent.len() {
