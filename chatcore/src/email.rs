@@ -1138,4 +1138,177 @@ mod tests {
         assert_eq!(done, [7]);
         assert_eq!(metrics.email_count(EmailResult::failed), 3);
     }
+
+    /// A directory that cannot be reached.
+    struct Unreachable;
+
+    #[async_trait]
+    impl UserDirectory for Unreachable {
+        async fn lookup(&self, _: &str) -> Result<Option<UserEmail>, DirectoryError> {
+            Err(DirectoryError("connection refused".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_directory_is_503_on_the_route_and_retried_by_the_consumer() {
+        let outbox = Arc::new(InMemoryEmailSender::new());
+        let router = email_router(EmailState {
+            service: EmailService::new(Arc::new(Unreachable), outbox.clone()),
+            limits: Limits::default(),
+        });
+        let chat = serde_json::to_value(message("alice", "bob", "hi")).expect("json");
+        let (status, body) = post(&router, "/email/chat", chat).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let forwarder = EmailForwarder::new(
+            EmailService::new(Arc::new(Unreachable), outbox.clone()),
+            None,
+            Arc::new(Metrics::new()),
+        );
+        let delivery = Delivery::Notify {
+            user_id: "bob".into(),
+            notification: Notification::chat(&message("alice", "bob", "hi")),
+        };
+        assert!(
+            forwarder.forward(&delivery).await.is_err(),
+            "an error, so the pipeline retries"
+        );
+        assert!(outbox.sent().is_empty());
+    }
+
+    /// Refuses the first `n` dead letters, then keeps them.
+    struct Flaky {
+        refusals: std::sync::atomic::AtomicU32,
+        kept: crate::dead_letter::InMemoryDeadLetters,
+    }
+
+    #[async_trait]
+    impl crate::dead_letter::DeadLetterSink for Flaky {
+        async fn dead_letter(
+            &self,
+            failed: &crate::dead_letter::FailedEvent<'_>,
+        ) -> Result<(), crate::dead_letter::DeadLetterError> {
+            use std::sync::atomic::Ordering;
+            if self
+                .refusals
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(crate::dead_letter::DeadLetterError("broker down".into()));
+            }
+            self.kept.dead_letter(failed).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_the_sink_refuses_is_tried_again_before_the_event_is_acknowledged() {
+        use crate::pipeline::{FailurePolicy, Pipeline, PipelineConfig, RetryPolicy};
+        let sink = Arc::new(Flaky {
+            refusals: std::sync::atomic::AtomicU32::new(2),
+            kept: crate::dead_letter::InMemoryDeadLetters::new(),
+        });
+        let source = Arc::new(ListSource {
+            events: Mutex::new(vec![chat_event(3, &message("alice", "bob", "hi"))].into()),
+            done: Mutex::default(),
+        });
+        let metrics = Arc::new(Metrics::new());
+        Pipeline::new(
+            source.clone(),
+            Arc::new(EmailHandler::default()),
+            crate::dedup::Deduplicator::new(
+                Arc::new(crate::dedup::InMemoryEventStore::new()),
+                crate::dedup::DedupConfig::default(),
+                metrics.clone(),
+            ),
+            Arc::new(EmailForwarder::new(
+                EmailService::new(directory(), Arc::new(Down)),
+                None,
+                metrics.clone(),
+            )),
+            PipelineConfig {
+                name: "email".into(),
+                lanes: 1,
+                retry: RetryPolicy {
+                    max_retries: 0,
+                    initial_interval: Duration::from_millis(1),
+                    max_interval: Duration::from_millis(2),
+                    multiplier: 2.0,
+                },
+                failure: FailurePolicy::DeadLetter(crate::dead_letter::DeadLetterTarget::new(
+                    sink.clone(),
+                )),
+                ..PipelineConfig::default()
+            },
+            metrics,
+        )
+        .run(tokio_util::sync::CancellationToken::new())
+        .await;
+        assert_eq!(sink.kept.letters().len(), 1, "written on the third try");
+        assert_eq!(sink.kept.letters()[0].attempts, 1);
+        assert_eq!(*source.done.lock().expect("lock"), [3]);
+    }
+
+    #[tokio::test]
+    async fn shutdown_while_the_dead_letter_is_refused_leaves_the_event_unacknowledged() {
+        use crate::pipeline::{FailurePolicy, Pipeline, PipelineConfig, RetryPolicy};
+        let sink = Arc::new(Flaky {
+            refusals: std::sync::atomic::AtomicU32::new(u32::MAX),
+            kept: crate::dead_letter::InMemoryDeadLetters::new(),
+        });
+        let source = Arc::new(ListSource {
+            events: Mutex::new(vec![chat_event(5, &message("alice", "bob", "hi"))].into()),
+            done: Mutex::default(),
+        });
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let run = tokio::spawn(
+            Pipeline::new(
+                source.clone(),
+                Arc::new(EmailHandler::default()),
+                crate::dedup::Deduplicator::new(
+                    Arc::new(crate::dedup::InMemoryEventStore::new()),
+                    crate::dedup::DedupConfig::default(),
+                    metrics.clone(),
+                ),
+                Arc::new(EmailForwarder::new(
+                    EmailService::new(directory(), Arc::new(Down)),
+                    None,
+                    metrics.clone(),
+                )),
+                PipelineConfig {
+                    name: "email".into(),
+                    lanes: 1,
+                    retry: RetryPolicy {
+                        max_retries: 0,
+                        initial_interval: Duration::from_millis(1),
+                        max_interval: Duration::from_millis(5),
+                        multiplier: 2.0,
+                    },
+                    failure: FailurePolicy::DeadLetter(crate::dead_letter::DeadLetterTarget::new(
+                        sink.clone(),
+                    )),
+                    ..PipelineConfig::default()
+                },
+                metrics.clone(),
+            )
+            .run(shutdown.clone()),
+        );
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while sink.refusals.load(std::sync::atomic::Ordering::SeqCst) > u32::MAX - 3 {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "the sink was never asked"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("stops")
+            .expect("task");
+        assert!(sink.kept.letters().is_empty());
+        assert!(
+            source.done.lock().expect("lock").is_empty(),
+            "not acknowledged: the next consumer retries it"
+        );
+    }
 }
