@@ -472,4 +472,31 @@ mod tests {
             .expect_err("bad mode");
         assert!(crate::config::parse_error_line(&bad_tls).starts_with("SMTP_TLS (--smtp-tls)"));
     }
+
+    #[test]
+    fn help_lists_the_email_settings() {
+        use clap::CommandFactory;
+        let help = crate::Cli::command().render_long_help().to_string();
+        for variable in [
+            "SMTP_HOST",
+            "SMTP_PORT",
+            "SMTP_USERNAME",
+            "SMTP_PASSWORD",
+            "SMTP_TLS",
+            "SMTP_TIMEOUT",
+            "EMAIL_FROM_ADDRESS",
+            "EMAIL_FROM_NAME",
+            "CHAT_EMAIL_KAFKA_CONSUMER_NAME",
+            "EMAIL_DEAD_LETTER_TOPIC",
+            "EMAIL_RETRY_MAX_RETRIES",
+            "EMAIL_DEDUPLICATION_TTL",
+        ] {
+            assert!(
+                help.contains(&format!("[env: {variable}")),
+                "{variable} missing from --help"
+            );
+        }
+        assert!(help.contains("[default: starttls]"));
+        assert!(help.contains("[default: chat-email]"));
+    }
 }
