@@ -290,7 +290,7 @@ pub struct ShippingUpdate {
 /// The kinds of notification carried on the notification tier: the four of the contract, and
 /// any type a team adds ([`NotificationType::custom`]). On the wire each is its name, e.g.
 /// `"chat_notification"` or `"review_request"`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationType {
     /// A chat message for a user who may not have the conversation open.
@@ -306,6 +306,28 @@ pub enum NotificationType {
     #[serde(untagged)]
     Custom(String),
 }
+
+/// On the wire a notification type is a plain string: the four contract names, or a custom one.
+impl utoipa::PartialSchema for NotificationType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "`chat_notification`, `purchase_notification`, `payment_reminder_notification`, \
+                 `shipping_update_notification`, or a type the embedding application added",
+            ))
+            .examples([
+                "chat_notification",
+                "purchase_notification",
+                "payment_reminder_notification",
+                "shipping_update_notification",
+            ])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for NotificationType {}
 
 impl NotificationType {
     /// A notification type named `name`: one of the contract's four when it is one of their
