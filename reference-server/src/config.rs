@@ -700,6 +700,53 @@ mod tests {
     }
 
     #[test]
+    fn the_notification_strategy_and_its_consumer_settings_are_read() {
+        use chatcore::app::NotificationStrategy;
+        use chatcore::pipeline::FailurePolicy;
+        let defaults = Settings::parse_from(["chat-server"])
+            .app_config()
+            .expect("valid");
+        assert_eq!(defaults.strategy, NotificationStrategy::Concurrent);
+        assert_eq!(
+            defaults.notifications.throttle_ttl,
+            Duration::from_secs(6 * 3600)
+        );
+        let config = Cli::parse_from([
+            "chat-server",
+            "--notification-strategy",
+            "segregated",
+            "--notification-throttle-ttl",
+            "0s",
+            "--notifications-message-retry-max-retries",
+            "1",
+            "--notifications-deduplication-ttl",
+            "2h",
+            "--message-retry-initial-interval",
+            "250ms",
+        ])
+        .settings
+        .app_config()
+        .expect("valid");
+        assert_eq!(config.strategy, NotificationStrategy::Segregated);
+        assert!(
+            config.notifications.throttle_ttl.is_zero(),
+            "0s: no throttle"
+        );
+        assert_eq!(config.notifications.pipeline.retry.max_retries, 1);
+        assert_eq!(
+            config.notifications.pipeline.retry.initial_interval,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            config.notifications.pipeline.failure,
+            FailurePolicy::LogAndSkip
+        );
+        assert_eq!(config.notifications.dedup.ttl, Duration::from_secs(7200));
+        assert_eq!(config.pipeline.retry.max_retries, 5, "chat keeps its own");
+        assert!(Cli::try_parse_from(["chat-server", "--notification-strategy", "both"]).is_err());
+    }
+
+    #[test]
     fn roles_name_the_variable_they_miss() {
         let settings = Settings::parse_from(["chat-server"]);
         assert_eq!(
