@@ -527,11 +527,11 @@ impl Subscription {
         let silence = sleep_until(Instant::now() + self.config.pong_wait);
         tokio::pin!(silence);
         loop {
+            // Biased, close first: a session asked to close (shutdown, failover, too slow) sends
+            // its close frame next instead of first draining its queue, and never misses it
+            // because the registry dropped its queue meanwhile.
             tokio::select! {
-                frame = self.receiver.outbound.recv() => match frame {
-                    Some(frame) => if !self.send(&mut sink, &mut sent, frame).await { return },
-                    None => return,
-                },
+                biased;
                 changed = self.receiver.close.changed() => {
                     let reason = self.receiver.close.borrow().clone();
                     if changed.is_err() { return }
@@ -540,6 +540,10 @@ impl Subscription {
                         return;
                     }
                 }
+                frame = self.receiver.outbound.recv() => match frame {
+                    Some(frame) => if !self.send(&mut sink, &mut sent, frame).await { return },
+                    None => return,
+                },
                 _ = ping.tick() => {
                     let ping = Message::Ping(bytes::Bytes::new());
                     if !matches!(timeout(self.config.write_wait, sink.send(ping)).await, Ok(Ok(()))) {

@@ -77,9 +77,12 @@ async fn a_user_over_the_socket_cap_is_refused_with_429_until_a_socket_closes() 
 
 #[tokio::test]
 async fn a_reader_too_slow_to_keep_up_is_closed_with_4001_and_the_others_get_everything() {
-    let server = TestServer::start_with(settings(&["--socket-queue-capacity", "8"]), |backends| {
-        backends
-    })
+    let server = TestServer::start_with(
+        // A long WRITE_WAIT: the blocked write to the slow client must not time out (and end
+        // the session without a close frame) before the test reads, however loaded the machine.
+        settings(&["--socket-queue-capacity", "8", "--write-wait", "120s"]),
+        |backends| backends,
+    )
     .await;
     let mut fast = server.subscribe_chat("alice", "bob", None).await;
     // A client that never reads: once the kernel buffers are full, the server cannot write to
