@@ -27,6 +27,9 @@ pub const FAILOVER_CLOSE_CODE: u16 = 4000;
 /// Close code sent to a client too slow to keep up (its queue was full, see
 /// [`SlowClientPolicy::Close`]): it should reconnect with `since=`.
 pub const SLOW_CLIENT_CLOSE_CODE: u16 = 4001;
+/// Close code sent when a session reached [`SessionConfig::max_age`]: the client reconnects with
+/// `since=`, which also moves it to its key's current instance after a balancer rebalanced.
+pub const SESSION_EXPIRED_CLOSE_CODE: u16 = 4002;
 
 /// What a broadcast does with a session whose outbound queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -444,6 +447,10 @@ pub struct SessionConfig {
     pub queue_capacity: usize,
     /// What a broadcast does with a session whose queue is full.
     pub slow_clients: SlowClientPolicy,
+    /// Longest life of a session (less up to a tenth, spread by session, so reconnects do not
+    /// come all at once), after which it closes with [`SESSION_EXPIRED_CLOSE_CODE`]; `None`:
+    /// unbounded. Bounds how long a socket can stay on an instance its key no longer maps to.
+    pub max_age: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -454,6 +461,7 @@ impl Default for SessionConfig {
             write_wait: Duration::from_secs(10),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             slow_clients: SlowClientPolicy::default(),
+            max_age: None,
         }
     }
 }
@@ -526,6 +534,8 @@ impl Subscription {
         );
         let silence = sleep_until(Instant::now() + self.config.pong_wait);
         tokio::pin!(silence);
+        let expiry = expiry(self.config.max_age, self.id);
+        tokio::pin!(expiry);
         loop {
             // Biased, close first: a session asked to close (shutdown, failover, too slow) sends
             // its close frame next instead of first draining its queue, and never misses it
@@ -539,6 +549,14 @@ impl Subscription {
                         let _ = send_close(&mut sink, &reason, self.config.write_wait).await;
                         return;
                     }
+                }
+                () = &mut expiry => {
+                    let reason = CloseReason::new(
+                        SESSION_EXPIRED_CLOSE_CODE,
+                        "session max age reached; reconnect with since=",
+                    );
+                    let _ = send_close(&mut sink, &reason, self.config.write_wait).await;
+                    return;
                 }
                 frame = self.receiver.outbound.recv() => match frame {
                     Some(frame) => if !self.send(&mut sink, &mut sent, frame).await { return },
@@ -593,6 +611,15 @@ impl Drop for Subscription {
             self.registry.unregister(&self.key, self.id);
         }
     }
+}
+
+/// Resolves when session `id` has lived `max_age`, less its share of a tenth spread by id.
+async fn expiry(max_age: Option<Duration>, id: SessionId) {
+    let Some(max_age) = max_age else {
+        return std::future::pending().await;
+    };
+    let spread = (max_age / 10).mul_f64((id % 1000) as f64 / 1000.0);
+    tokio::time::sleep(max_age.saturating_sub(spread)).await;
 }
 
 async fn send_close(

@@ -179,6 +179,11 @@ pub struct Settings {
         default_value = "close"
     )]
     pub slow_client_policy: SlowClients,
+    /// A websocket open this long (less up to a tenth) is closed with 4002 so its client
+    /// reconnects with since= — onto its key's current instance if the balancer's members
+    /// changed meanwhile; 0s: never.
+    #[arg(long, global = true, env = "SESSION_MAX_AGE", default_value = "1h", value_parser = parse_duration)]
+    pub session_max_age: Duration,
     /// Websockets one user may hold open on this instance (both tiers); 0 for no cap. Over it a
     /// subscription is answered 429.
     #[arg(long, global = true, env = "SOCKETS_PER_USER", default_value_t = 64)]
@@ -534,6 +539,7 @@ impl Settings {
                     SlowClients::Close => SlowClientPolicy::Close,
                     SlowClients::Retry => SlowClientPolicy::Retry,
                 },
+                max_age: (!self.session_max_age.is_zero()).then_some(self.session_max_age),
             },
             pipeline: PipelineConfig {
                 retry: RetryPolicy {

@@ -223,3 +223,20 @@ async fn each_authenticated_user_has_a_post_rate_limit_answered_429_with_retry_a
         "the 429 stored nothing"
     );
 }
+
+#[tokio::test]
+async fn a_session_past_its_max_age_is_closed_with_4002_and_resumes_with_since() {
+    let server = TestServer::start_with(settings(&["--session-max-age", "400ms"]), |backends| {
+        backends
+    })
+    .await;
+    let mut socket = server.subscribe_chat("alice", "bob", None).await;
+    let first = server.send("before expiry", "alice", "bob").await;
+    assert_eq!(socket.next_json().await, first);
+    assert_eq!(socket.next_close_code().await, Some(4002));
+    // What was stored meanwhile comes back on the next session.
+    let missed = server.send("while away", "alice", "bob").await;
+    let since = first["message_id"].as_str().expect("id");
+    let mut resumed = server.subscribe_chat("alice", "bob", Some(since)).await;
+    assert_eq!(resumed.next_json().await, missed);
+}
