@@ -1021,22 +1021,19 @@ mod tests {
         }
     }
 
-    /// Runs an e-mail pipeline over `events` until they end; returns its metrics and the
-    /// acknowledged offsets.
-    async fn run_email_pipeline(
-        events: Vec<ChangeEvent>,
+    /// The e-mail consumer as the role builds it, on `source`, with `max_retries` quick retries
+    /// and dead letters going to `dead_letters`.
+    fn email_pipeline(
+        source: Arc<ListSource>,
         sender: Arc<dyn EmailSender>,
         presence: Option<Arc<dyn Presence>>,
-        dead_letters: Arc<crate::dead_letter::InMemoryDeadLetters>,
-    ) -> (Arc<Metrics>, Vec<i64>) {
+        dead_letters: Arc<dyn crate::dead_letter::DeadLetterSink>,
+        max_retries: u32,
+        metrics: Arc<Metrics>,
+    ) -> crate::pipeline::Pipeline {
         use crate::pipeline::{FailurePolicy, Pipeline, PipelineConfig, RetryPolicy};
-        let metrics = Arc::new(Metrics::new());
-        let source = Arc::new(ListSource {
-            events: Mutex::new(events.into()),
-            done: Mutex::default(),
-        });
-        let pipeline = Pipeline::new(
-            source.clone(),
+        Pipeline::new(
+            source,
             Arc::new(EmailHandler::default()),
             crate::dedup::Deduplicator::new(
                 Arc::new(crate::dedup::InMemoryEventStore::new()),
@@ -1052,7 +1049,7 @@ mod tests {
                 name: "email".into(),
                 lanes: 1,
                 retry: RetryPolicy {
-                    max_retries: 2,
+                    max_retries,
                     initial_interval: Duration::from_millis(1),
                     max_interval: Duration::from_millis(2),
                     multiplier: 2.0,
@@ -1062,6 +1059,29 @@ mod tests {
                 )),
                 ..PipelineConfig::default()
             },
+            metrics,
+        )
+    }
+
+    /// Runs an e-mail pipeline over `events` until they end; returns its metrics and the
+    /// acknowledged offsets.
+    async fn run_email_pipeline(
+        events: Vec<ChangeEvent>,
+        sender: Arc<dyn EmailSender>,
+        presence: Option<Arc<dyn Presence>>,
+        dead_letters: Arc<crate::dead_letter::InMemoryDeadLetters>,
+    ) -> (Arc<Metrics>, Vec<i64>) {
+        let metrics = Arc::new(Metrics::new());
+        let source = Arc::new(ListSource {
+            events: Mutex::new(events.into()),
+            done: Mutex::default(),
+        });
+        let pipeline = email_pipeline(
+            source.clone(),
+            sender,
+            presence,
+            dead_letters,
+            2,
             metrics.clone(),
         );
         pipeline
@@ -1201,7 +1221,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_letter_the_sink_refuses_is_tried_again_before_the_event_is_acknowledged() {
-        use crate::pipeline::{FailurePolicy, Pipeline, PipelineConfig, RetryPolicy};
         let sink = Arc::new(Flaky {
             refusals: std::sync::atomic::AtomicU32::new(2),
             kept: crate::dead_letter::InMemoryDeadLetters::new(),
@@ -1211,33 +1230,12 @@ mod tests {
             done: Mutex::default(),
         });
         let metrics = Arc::new(Metrics::new());
-        Pipeline::new(
+        email_pipeline(
             source.clone(),
-            Arc::new(EmailHandler::default()),
-            crate::dedup::Deduplicator::new(
-                Arc::new(crate::dedup::InMemoryEventStore::new()),
-                crate::dedup::DedupConfig::default(),
-                metrics.clone(),
-            ),
-            Arc::new(EmailForwarder::new(
-                EmailService::new(directory(), Arc::new(Down)),
-                None,
-                metrics.clone(),
-            )),
-            PipelineConfig {
-                name: "email".into(),
-                lanes: 1,
-                retry: RetryPolicy {
-                    max_retries: 0,
-                    initial_interval: Duration::from_millis(1),
-                    max_interval: Duration::from_millis(2),
-                    multiplier: 2.0,
-                },
-                failure: FailurePolicy::DeadLetter(crate::dead_letter::DeadLetterTarget::new(
-                    sink.clone(),
-                )),
-                ..PipelineConfig::default()
-            },
+            Arc::new(Down),
+            None,
+            sink.clone(),
+            0,
             metrics,
         )
         .run(tokio_util::sync::CancellationToken::new())
@@ -1249,7 +1247,6 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_while_the_dead_letter_is_refused_leaves_the_event_unacknowledged() {
-        use crate::pipeline::{FailurePolicy, Pipeline, PipelineConfig, RetryPolicy};
         let sink = Arc::new(Flaky {
             refusals: std::sync::atomic::AtomicU32::new(u32::MAX),
             kept: crate::dead_letter::InMemoryDeadLetters::new(),
@@ -1261,33 +1258,12 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let shutdown = tokio_util::sync::CancellationToken::new();
         let run = tokio::spawn(
-            Pipeline::new(
+            email_pipeline(
                 source.clone(),
-                Arc::new(EmailHandler::default()),
-                crate::dedup::Deduplicator::new(
-                    Arc::new(crate::dedup::InMemoryEventStore::new()),
-                    crate::dedup::DedupConfig::default(),
-                    metrics.clone(),
-                ),
-                Arc::new(EmailForwarder::new(
-                    EmailService::new(directory(), Arc::new(Down)),
-                    None,
-                    metrics.clone(),
-                )),
-                PipelineConfig {
-                    name: "email".into(),
-                    lanes: 1,
-                    retry: RetryPolicy {
-                        max_retries: 0,
-                        initial_interval: Duration::from_millis(1),
-                        max_interval: Duration::from_millis(5),
-                        multiplier: 2.0,
-                    },
-                    failure: FailurePolicy::DeadLetter(crate::dead_letter::DeadLetterTarget::new(
-                        sink.clone(),
-                    )),
-                    ..PipelineConfig::default()
-                },
+                Arc::new(Down),
+                None,
+                sink.clone(),
+                0,
                 metrics.clone(),
             )
             .run(shutdown.clone()),
