@@ -6,7 +6,7 @@
 //!
 //! The whole addition is [`review_rule`]: a [`NotificationRule`] saying which collection to
 //! read, what the notification is called, and who gets it. [`build_service`] runs it as one more
-//! consumer of the node ([`Backends::with_consumer`]); it gets idempotency, retries, metrics
+//! consumer of the node ([`ChatAppBuilder::consumer`](chatcore::app::ChatAppBuilder::consumer)); it gets idempotency, retries, metrics
 //! (`consumer="reviews"`) and the `invalid_format` drop of bad documents like every other consumer.
 //!
 //! Here the `reviews` collection is an in-memory change feed the team's route appends to, so the
@@ -30,7 +30,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use chatcore::app::{AppConfig, Backends, ChatApp};
+use chatcore::app::{AppConfig, Auth, BuildError, ChatApp, Consumer};
 use chatcore::change::{InMemoryChangeFeed, Op};
 use chatcore::commerce::{NotificationHandler, NotificationRule};
 use chatcore::model::NotificationType;
@@ -80,7 +80,7 @@ impl ReviewService {
         let team = Router::new()
             .route("/team/reviews", post(request_review))
             .with_state(self.reviews.clone());
-        self.chat.router().merge(team)
+        self.chat.routes().merge(team)
     }
 }
 
@@ -96,25 +96,35 @@ async fn request_review(
 }
 
 /// Starts the node on the in-memory backends with the reviews consumer.
-pub fn build_service(config: AppConfig) -> ReviewService {
+pub async fn build_service(config: AppConfig) -> Result<ReviewService, BuildError> {
     let reviews = Arc::new(InMemoryChangeFeed::default());
-    let backends = Backends::in_memory().with_consumer(
-        "reviews",
-        Arc::new(reviews.subscribe("review-notifications")),
-        Arc::new(NotificationHandler::new().with_rule(review_rule())),
-    );
-    ReviewService {
-        chat: ChatApp::start(backends, config),
-        reviews,
-    }
+    let chat = ChatApp::builder()
+        .config(config)
+        .auth(Auth::disabled())
+        .consumer(Consumer::new(
+            "reviews",
+            Arc::new(reviews.subscribe("review-notifications")),
+            Arc::new(NotificationHandler::new().with_rule(review_rule())),
+        ))
+        .build()
+        .await?;
+    Ok(ReviewService { chat, reviews })
 }
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().init();
-    let service = build_service(AppConfig::default());
+    let service = build_service(AppConfig::default()).await?;
     let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!(%addr, "listening");
-    axum::serve(listener, service.router()).await
+    let router = service.router();
+    service
+        .chat
+        .serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
 }

@@ -6,7 +6,7 @@
 #   scripts/schemathesis.sh [examples-per-operation]     (default 300)
 #
 # Runs chat-server (the debug build, built here if missing) twice on a free loopback port with
-# in-memory backends: without authentication, and with AUTH_MODE=jwt and a valid token for one
+# its default backends (the SQLite store in a temporary DATA_DIR, in-memory event store): without authentication, and with AUTH_MODE=jwt and a valid token for one
 # user (so the authorized paths are reached, and everyone else's data answers 403). The check
 # `positive_data_acceptance` is left out: the document cannot express every rule (a stream_id
 # must be the hash of the two participants, a subscription needs websocket headers), so some
@@ -28,12 +28,14 @@ server=target/debug/chat-server
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
 log=$(mktemp)
+data_dir=$(mktemp -d) # the SQLite default store's file
 pid=""
 stop() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi; }
-trap 'stop; rm -f "$log"' EXIT
+trap 'stop; rm -f "$log"; rm -rf "$data_dir"' EXIT
 
 start() { # start <env assignments...>
-  env -i PATH="$PATH" LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn "$@" "$server" >"$log" 2>&1 &
+  rm -rf "$data_dir"
+  env -i PATH="$PATH" LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn DATA_DIR="$data_dir" "$@" "$server" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do
     if curl -fsS "$base/healthz" >/dev/null 2>&1; then return 0; fi

@@ -13,10 +13,16 @@
 #                                run nginx in the foreground (`nginx -p <prefix dir> -c <main conf>
 #                                -g 'daemon off;'`), installing it first if it is missing
 #
-# Idempotent: a running service is reused. Ports: CHATCORE_REDIS_PORT (16379), CHATCORE_SMTP_PORT
-# (12525), CHATCORE_KAFKA_PORT (19092), CHATCORE_KAFKA_CONTROLLER_PORT (19093) and
-# CHATCORE_MONGO_PORT (27117). Downloads and state live in .cache/ (git-ignored), so a second run is
-# fast (and needs no network).
+# Idempotent: a service that this checkout started is reused. Ports: CHATCORE_REDIS_PORT (16379),
+# CHATCORE_SMTP_PORT (12525), CHATCORE_KAFKA_PORT (19092), CHATCORE_KAFKA_CONTROLLER_PORT (19093) and
+# CHATCORE_MONGO_PORT (27117). Downloads live in .cache/ (git-ignored; CHATCORE_CACHE_DIR shares them
+# between checkouts), so a second run is fast (and needs no network).
+#
+# Isolation: state (pid files, data, the chosen ports) always lives in this checkout's
+# .cache/services (CHATCORE_STATE_DIR overrides it), and a port held by a process that this checkout
+# did not start is never reused: `up` moves that service to the next free port (and remembers it in
+# .cache/services/ports, so `env`, `status` and `down` agree), or, when the port was set explicitly
+# with its CHATCORE_*_PORT variable, stops with one line naming the port and the process holding it.
 #
 # Kafka is a single-node KRaft broker (combined broker and controller, no ZooKeeper) assembled from
 # the org.apache.kafka:kafka_2.13 jars and their runtime dependencies, fetched once with Maven into
@@ -30,6 +36,16 @@
 # memory, every start after a `down` begins empty. If CHATCORE_TEST_MONGO_URI is already set to
 # another server, that server is used instead: nothing is started and its URI is printed.
 #
+# Kafka Connect and the Debezium MongoDB connector are only fetched, never started: `up` puts the
+# org.apache.kafka connect-runtime, connect-json and connect-transforms jars of the broker's version
+# into .cache/connect-<version>/jars and io.debezium:debezium-connector-mongodb (with its runtime
+# dependencies, less Kafka's own) into .cache/connect-<version>/plugins/debezium-connector-mongodb,
+# and prints CHATCORE_TEST_CONNECT_HOME and CHATCORE_TEST_CONNECT_PORT (CHATCORE_CONNECT_PORT, 18083):
+# a test starts a standalone worker of its own with the shipped deploy/debezium configuration and
+# stops it again, so no worker is ever shared between tests or checkouts. `connect-run <worker
+# properties> <connector properties...>` runs one in the foreground (ConnectStandalone) on the same
+# classpath, with plugin.path pointing at the plugins directory unless the worker file sets it.
+#
 # nginx (Debian's package) is only installed, never started: the balancer tests run instances of
 # their own, each with its own prefix directory and a main configuration that includes
 # deploy/nginx/chatcore.conf, through CHATCORE_TEST_NGINX (the binary, which lives in /usr/sbin)
@@ -38,27 +54,38 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cache="${CHATCORE_CACHE_DIR:-$root/.cache}"
-state="$cache/services"
-redis_port="${CHATCORE_REDIS_PORT:-16379}"
-smtp_port="${CHATCORE_SMTP_PORT:-12525}"
-kafka_port="${CHATCORE_KAFKA_PORT:-19092}"
-kafka_controller_port="${CHATCORE_KAFKA_CONTROLLER_PORT:-19093}"
+cache="${CHATCORE_CACHE_DIR:-$root/.cache}"        # downloads: may be shared by checkouts
+state="${CHATCORE_STATE_DIR:-$root/.cache/services}" # pids, data, ports: this checkout's only
+ports_file="$state/ports"
+mkdir -p "$state" "$cache"
+saved_port() { sed -n "s/^$1=//p" "$ports_file" 2>/dev/null | tail -1; }
+# The port of a service: its CHATCORE_*_PORT variable, else the one this checkout used last, else
+# the default.
+initial_port() { # initial_port <name> <env var> <default>
+  local explicit="${!2:-}" saved
+  saved="$(saved_port "$1")"
+  echo "${explicit:-${saved:-$3}}"
+}
+redis_port="$(initial_port redis CHATCORE_REDIS_PORT 16379)"
+smtp_port="$(initial_port smtp CHATCORE_SMTP_PORT 12525)"
+kafka_port="$(initial_port kafka CHATCORE_KAFKA_PORT 19092)"
+kafka_controller_port="$(initial_port kafka_controller CHATCORE_KAFKA_CONTROLLER_PORT 19093)"
 # A 4.x release (the class names below are those of 4.x); log4j pinned to the one it ships with.
 kafka_version="${CHATCORE_KAFKA_VERSION:-4.3.1}"
 kafka_log4j_version="${CHATCORE_KAFKA_LOG4J_VERSION:-2.25.4}"
 kafka_home="$cache/kafka-$kafka_version" # jars/ and config/
-kafka_state="$state/kafka"               # data/, kafka.log, kafka.pid
+kafka_state="$state/kafka"               # server.properties, data/, kafka.log, kafka.pid
 kafka_wait_seconds=60
-mongo_port="${CHATCORE_MONGO_PORT:-27117}"
+mongo_port="$(initial_port mongo CHATCORE_MONGO_PORT 27117)"
 mongo_version="${CHATCORE_MONGO_SERVER_VERSION:-1.47.0}" # mongo-java-server; the newest release
 mongo_slf4j_version=2.0.17                                # the slf4j-api it depends on
 mongo_home="$cache/mongo-java-server-$mongo_version"      # jars/, classes/, maven/
 mongo_state="$state/mongo"                                # mongo.log, mongo.pid
-mongo_own_uri="mongodb://127.0.0.1:$mongo_port/?directConnection=true"
 mongo_wait_seconds=30
+connect_port="${CHATCORE_CONNECT_PORT:-18083}"
+debezium_version="${CHATCORE_DEBEZIUM_VERSION:-3.6.1.Final}"
+connect_home="$cache/connect-$kafka_version-debezium-$debezium_version" # jars/, plugins/, config/
 venv="$cache/venv"
-mkdir -p "$state"
 
 # One `up` or `down` at a time per cache dir: two concurrent `up`s would both start a Kafka on the
 # same ports and data dir. flock -o keeps the lock out of the services this script starts.
@@ -81,6 +108,11 @@ ensure_apt() { # ensure_apt <command> <package>
 }
 
 ensure_venv() { # ensure_venv <module> <pip package>
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import $1" >/dev/null 2>&1; then return 0; fi
+  with_cache_lock venv_install "$1" "$2"
+}
+
+venv_install() { # venv_install <module> <pip package>, under the cache lock
   if [ ! -x "$venv/bin/python" ]; then
     log "creating a Python virtualenv in $venv"
     python3 -m venv "$venv"
@@ -112,6 +144,64 @@ stop_pid() { # stop_pid <pid> <description> <seconds>: TERM, wait for the exit, 
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+listener_pids() { # the pids listening on <port>, as this user can see them
+  ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u
+}
+
+listens() { # listens <port> <pid>: is <pid> (say, from this checkout's pid file) listening on <port>?
+  [ -n "$2" ] && listener_pids "$1" | grep -qx "$2"
+}
+
+port_holder() { # who holds <port>, for a message
+  local pid
+  pid="$(listener_pids "$1" | head -1)"
+  if [ -z "$pid" ]; then echo "a process this user cannot see"; return 0; fi
+  printf 'pid %s (%s, in %s)' "$pid" "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)" \
+    "$(readlink "/proc/$pid/cwd" 2>/dev/null || echo '?')"
+}
+
+ours_or_free() { # ours_or_free <port> <pid file>: nothing listens there, or this checkout's process
+  ! port_open "$1" || listens "$1" "$(cat "$2" 2>/dev/null)"
+}
+
+chosen_ports=" "
+claim_port() { # claim_port <name> <env var> <port variable> <pid file>: settle this checkout's port
+  local name="$1" var="$2" pv="$3" pidfile="$4" port="${!3}" next
+  if ! ours_or_free "$port" "$pidfile" || [[ "$chosen_ports" == *" $port "* ]]; then
+    if [ -n "${!var:-}" ]; then
+      log "port $port ($var) is held by $(port_holder "$port"), which this checkout did not start; set $var to a free port"
+      exit 1
+    fi
+    next=$((port + 1))
+    while port_open "$next" || [[ "$chosen_ports" == *" $next "* ]]; do next=$((next + 1)); done
+    log "$name: port $port is held by $(port_holder "$port"), which this checkout did not start; using $next"
+    printf -v "$pv" '%s' "$next"
+  fi
+  chosen_ports="$chosen_ports${!pv} "
+}
+
+claim_ports() { # every service's port for this checkout, remembered in $ports_file
+  claim_port redis CHATCORE_REDIS_PORT redis_port "$state/redis/redis.pid"
+  claim_port smtp CHATCORE_SMTP_PORT smtp_port "$state/smtp/smtp.pid"
+  claim_port kafka CHATCORE_KAFKA_PORT kafka_port "$kafka_state/kafka.pid"
+  claim_port kafka_controller CHATCORE_KAFKA_CONTROLLER_PORT kafka_controller_port "$kafka_state/kafka.pid"
+  if ! mongo_external; then claim_port mongo CHATCORE_MONGO_PORT mongo_port "$mongo_state/mongo.pid"; fi
+  printf '%s\n' "redis=$redis_port" "smtp=$smtp_port" "kafka=$kafka_port" \
+    "kafka_controller=$kafka_controller_port" "mongo=$mongo_port" >"$ports_file"
+}
+
+whose() { # whose <port> <pid file>: a note for `status` when the listener is not this checkout's
+  if ! listens "$1" "$(cat "$2" 2>/dev/null)"; then printf ' (held by %s, not this checkout)' "$(port_holder "$1")"; fi
+}
+
+with_cache_lock() { # with_cache_lock <command...>: one download into the (shared) cache at a time
+  if command -v flock >/dev/null 2>&1; then
+    (flock 9 && "$@") 9>"$cache/.fetch.lock"
+  else
+    "$@"
+  fi
+}
+
 maven_jars() { # maven_jars <home>: the runtime dependencies of <home>/maven/pom.xml into
   # <home>/jars, marked complete (<home>/jars/.complete) only once Maven has succeeded
   local home="$1"
@@ -139,8 +229,10 @@ redis_up() {
   wait_for "Redis on $redis_port" redis_ping
 }
 
-redis_down() {
-  if redis_ping; then redis-cli -h 127.0.0.1 -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; fi
+redis_down() { # only the Redis this checkout started
+  if listens "$redis_port" "$(cat "$state/redis/redis.pid" 2>/dev/null)"; then
+    redis-cli -h 127.0.0.1 -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+  fi
 }
 
 # --- SMTP sink ---------------------------------------------------------------------------------
@@ -168,6 +260,11 @@ smtp_down() {
 
 # --- Kafka -------------------------------------------------------------------------------------
 kafka_fetch() {
+  if [ -f "$kafka_home/jars/.complete" ]; then return 0; fi
+  with_cache_lock kafka_download
+}
+
+kafka_download() { # under the cache lock: another checkout may have fetched them meanwhile
   if [ -f "$kafka_home/jars/.complete" ]; then return 0; fi
   ensure_apt java default-jre-headless
   ensure_apt mvn maven
@@ -231,7 +328,8 @@ kafka_stop() {
 
 kafka_config() {
   mkdir -p "$kafka_home/config"
-  cat >"$kafka_home/config/server.properties" <<PROPS
+  mkdir -p "$kafka_state"
+  cat >"$kafka_state/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$kafka_controller_port
@@ -292,11 +390,11 @@ kafka_start() { # start the broker unless one answers; kafka_wait waits for it
   kafka_config
   rm -rf "$kafka_state/data"
   kafka_tool kafka.tools.StorageTool format --standalone --cluster-id "$(kafka_cluster_id)" \
-    --config "$kafka_home/config/server.properties" >"$kafka_state/format.log" 2>&1 \
+    --config "$kafka_state/server.properties" >"$kafka_state/format.log" 2>&1 \
     || { log "formatting Kafka's storage failed:"; tail -20 "$kafka_state/format.log" >&2; return 1; }
   nohup java -Djava.awt.headless=true -Xms256m -Xmx512m \
     -Dlog4j2.configurationFile="$kafka_home/config/log4j2.properties" \
-    -cp "$kafka_home/jars/*" kafka.Kafka "$kafka_home/config/server.properties" \
+    -cp "$kafka_home/jars/*" kafka.Kafka "$kafka_state/server.properties" \
     >"$kafka_state/kafka.log" 2>&1 </dev/null &
   echo $! >"$kafka_state/kafka.pid"
 }
@@ -327,6 +425,81 @@ kafka_wait() { # until the broker serves requests: listening, then a topic listi
     fi
     sleep 1
   done
+}
+
+# --- Kafka Connect and Debezium (fetched only; the tests start their own workers) ----------------
+connect_pom() { # connect_pom <dir> <artifactId> <dependencies xml>
+  mkdir -p "$1/maven"
+  cat >"$1/maven/pom.xml" <<POM
+<project>
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.chatcore</groupId>
+  <artifactId>$2</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+$3
+  </dependencies>
+</project>
+POM
+}
+
+connect_fetch() {
+  if [ -f "$connect_home/jars/.complete" ] && [ -f "$connect_home/debezium/jars/.complete" ]; then
+    return 0
+  fi
+  ensure_apt java default-jre-headless
+  ensure_apt mvn maven
+  log "fetching Kafka Connect $kafka_version and Debezium $debezium_version with Maven into $connect_home (first run only)"
+  local dep='<dependency><groupId>org.apache.kafka</groupId><artifactId>%s</artifactId><version>%s</version></dependency>'
+  # The worker: Connect's runtime, its JSON converter and Kafka's own transforms (ValueToKey,
+  # ExtractField), with log4j 2 behind SLF4J like the broker.
+  connect_pom "$connect_home" connect-jars "$(printf "$dep" connect-runtime "$kafka_version" connect-json \
+    "$kafka_version" connect-transforms "$kafka_version")
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$kafka_log4j_version</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$kafka_log4j_version</version></dependency>"
+  maven_jars "$connect_home"
+  # The connector, as a plugin: its own dependencies, none of Kafka's (the worker provides those).
+  connect_pom "$connect_home/debezium" debezium-jars "
+    <dependency><groupId>io.debezium</groupId><artifactId>debezium-connector-mongodb</artifactId><version>$debezium_version</version>
+      <exclusions><exclusion><groupId>org.apache.kafka</groupId><artifactId>*</artifactId></exclusion></exclusions>
+    </dependency>"
+  maven_jars "$connect_home/debezium"
+  rm -rf "$connect_home/plugins"
+  mkdir -p "$connect_home/plugins"
+  cp -r "$connect_home/debezium/jars" "$connect_home/plugins/debezium-connector-mongodb"
+  connect_config
+}
+
+connect_config() { # a log4j 2 configuration for workers: INFO to stdout, the chatty parts at WARN
+  mkdir -p "$connect_home/config"
+  cat >"$connect_home/config/log4j2.properties" <<'PROPS'
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = OUT
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = WARN
+logger.clients.name = org.apache.kafka.clients
+logger.clients.level = WARN
+logger.jetty.name = org.eclipse.jetty
+logger.jetty.level = WARN
+logger.reflections.name = org.reflections
+logger.reflections.level = ERROR
+PROPS
+}
+
+connect_run() { # connect_run <worker properties> <connector properties...>: a standalone worker
+  local worker="$1"; shift
+  local extra
+  extra="$(dirname "$worker")/.$(basename "$worker").run"
+  cat "$worker" >"$extra"
+  if ! grep -q '^plugin\.path=' "$worker"; then echo "plugin.path=$connect_home/plugins" >>"$extra"; fi
+  exec java -Djava.awt.headless=true -Xms128m -Xmx768m -XX:+UseSerialGC \
+    -Dlog4j2.configurationFile="$connect_home/config/log4j2.properties" \
+    -cp "$connect_home/jars/*" org.apache.kafka.connect.cli.ConnectStandalone "$extra" "$@"
 }
 
 # --- nginx -------------------------------------------------------------------------------------
@@ -361,13 +534,25 @@ nginx_install() { # Debian's nginx unless there is one, without leaving its serv
 }
 
 # --- MongoDB (mongo-java-server) ---------------------------------------------------------------
+mongo_own_uri() { echo "mongodb://127.0.0.1:$mongo_port/?directConnection=true"; }
+
 mongo_external() { # CHATCORE_TEST_MONGO_URI names a server other than ours: use that one
-  [ -n "${CHATCORE_TEST_MONGO_URI:-}" ] && [ "$CHATCORE_TEST_MONGO_URI" != "$mongo_own_uri" ]
+  [ -n "${CHATCORE_TEST_MONGO_URI:-}" ] && [ "$CHATCORE_TEST_MONGO_URI" != "$(mongo_own_uri)" ]
 }
 
-mongo_uri() { if mongo_external; then echo "$CHATCORE_TEST_MONGO_URI"; else echo "$mongo_own_uri"; fi; }
+mongo_uri() { if mongo_external; then echo "$CHATCORE_TEST_MONGO_URI"; else mongo_own_uri; fi; }
 
 mongo_fetch() {
+  # A cache fetched before the H2 backend (the soak's persistent MongoDB) was added lacks its jar.
+  if [ -f "$mongo_home/jars/.complete" ] \
+    && ! compgen -G "$mongo_home/jars/mongo-java-server-h2-backend-*.jar" >/dev/null; then
+    rm -f "$mongo_home/jars/.complete"
+  fi
+  if [ -f "$mongo_home/jars/.complete" ]; then return 0; fi
+  with_cache_lock mongo_download
+}
+
+mongo_download() { # under the cache lock
   if [ -f "$mongo_home/jars/.complete" ]; then return 0; fi
   ensure_apt java default-jre-headless
   ensure_apt mvn maven
@@ -389,6 +574,9 @@ mongo_fetch() {
       <groupId>de.bwaldvogel</groupId><artifactId>mongo-java-server-memory-backend</artifactId><version>$mongo_version</version>
     </dependency>
     <dependency>
+      <groupId>de.bwaldvogel</groupId><artifactId>mongo-java-server-h2-backend</artifactId><version>$mongo_version</version>
+    </dependency>
+    <dependency>
       <groupId>org.slf4j</groupId><artifactId>slf4j-simple</artifactId><version>$mongo_slf4j_version</version>
     </dependency>
   </dependencies>
@@ -397,19 +585,21 @@ POM
   maven_jars "$mongo_home"
 }
 
-mongo_compile() { # the launcher into $mongo_home/classes, again only when its source changed
-  local src="$root/scripts/mongo/MongoLauncher.java" sum
-  sum="$(sha256sum "$src" | cut -d' ' -f1)"
-  if [ "$(cat "$mongo_home/classes/.source-sha256" 2>/dev/null)" = "$sum" ]; then return 0; fi
+mongo_launcher_sum() { sha256sum "$root/scripts/mongo/MongoLauncher.java" | cut -c1-16; }
+mongo_classes() { echo "$mongo_home/classes-$(mongo_launcher_sum)"; } # one per launcher source
+
+mongo_compile() { # this checkout's launcher into $(mongo_classes), once per source
+  local src="$root/scripts/mongo/MongoLauncher.java" classes
+  classes="$(mongo_classes)"
+  if [ -f "$classes/.complete" ]; then return 0; fi
   ensure_apt javac default-jdk-headless
   log "compiling $src"
-  rm -rf "$mongo_home/classes.partial"
-  mkdir -p "$mongo_home/classes.partial"
-  javac -nowarn -d "$mongo_home/classes.partial" -cp "$mongo_home/jars/*" "$src" >&2
-  echo "$sum" >"$mongo_home/classes.partial/.source-sha256"
-  rm -rf "$mongo_home/classes"
-  mv "$mongo_home/classes.partial" "$mongo_home/classes"
-  mongo_recompiled=1
+  rm -rf "$classes.partial.$$"
+  mkdir -p "$classes.partial.$$"
+  javac -nowarn -d "$classes.partial.$$" -cp "$mongo_home/jars/*" "$src" >&2
+  touch "$classes.partial.$$/.complete"
+  rm -rf "$classes"
+  mv "$classes.partial.$$" "$classes"
 }
 
 mongo_ping() { # a driver's real handshake and a `ping` command, not just an open port
@@ -436,9 +626,8 @@ mongo_start() { # start the server unless one answers (or another is named); mon
   ensure_venv pymongo pymongo
   if mongo_external; then return 0; fi
   mongo_fetch
-  mongo_recompiled=""
   mongo_compile
-  if [ -n "$mongo_recompiled" ] && mongo_pid >/dev/null; then
+  if mongo_pid >/dev/null && [ "$(cat "$mongo_state/launcher.sum" 2>/dev/null)" != "$(mongo_launcher_sum)" ]; then
     log "restarting mongo-java-server for the new launcher (its data is lost)"
     mongo_stop
   fi
@@ -448,9 +637,10 @@ mongo_start() { # start the server unless one answers (or another is named); mon
   nohup java -Djava.awt.headless=true -Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
     -Dorg.slf4j.simpleLogger.showDateTime=true \
     -Dorg.slf4j.simpleLogger.dateTimeFormat="yyyy-MM-dd'T'HH:mm:ss.SSS" \
-    -cp "$mongo_home/classes:$mongo_home/jars/*" MongoLauncher "$mongo_port" \
+    -cp "$(mongo_classes):$mongo_home/jars/*" MongoLauncher "$mongo_port" \
     >"$mongo_state/mongo.log" 2>&1 </dev/null &
   echo $! >"$mongo_state/mongo.pid"
+  mongo_launcher_sum >"$mongo_state/launcher.sum"
 }
 
 mongo_wait() { # until the server answers a driver's handshake and a `ping`
@@ -489,20 +679,24 @@ export CHATCORE_TEST_KAFKA=127.0.0.1:$kafka_port
 export CHATCORE_TEST_KAFKA_HOME=$kafka_home
 export CHATCORE_TEST_MONGO_URI=$(mongo_uri)
 export CHATCORE_TEST_NGINX=$(nginx_bin || echo nginx)
+export CHATCORE_TEST_CONNECT_HOME=$connect_home
+export CHATCORE_TEST_CONNECT_PORT=$connect_port
 ENV
   # Lets a test run an emulator of its own (to stop and restart it): java -cp "$CP" MongoLauncher <port>
   if ! mongo_external; then
-    echo "export CHATCORE_TEST_MONGO_CLASSPATH='$mongo_home/classes:$mongo_home/jars/*'"
+    echo "export CHATCORE_TEST_MONGO_CLASSPATH='$(mongo_classes):$mongo_home/jars/*'"
   fi
 }
 
 case "${1:-}" in
   up)
+    claim_ports
     kafka_start # the slowest to boot, so it starts first and the others come up meanwhile
     mongo_start
     redis_up
     smtp_up
     nginx_install
+    connect_fetch
     mongo_wait
     kafka_wait
     print_env
@@ -514,17 +708,25 @@ case "${1:-}" in
     mongo_stop
     ;;
   status)
-    if redis_ping; then echo "redis: up on 127.0.0.1:$redis_port"; else echo "redis: down"; fi
-    if port_open "$smtp_port"; then echo "smtp: up on 127.0.0.1:$smtp_port"; else echo "smtp: down"; fi
+    if redis_ping; then
+      echo "redis: up on 127.0.0.1:$redis_port$(whose "$redis_port" "$state/redis/redis.pid")"
+    else
+      echo "redis: down"
+    fi
+    if port_open "$smtp_port"; then
+      echo "smtp: up on 127.0.0.1:$smtp_port$(whose "$smtp_port" "$state/smtp/smtp.pid")"
+    else
+      echo "smtp: down"
+    fi
     if port_open "$kafka_port"; then
-      echo "kafka: up on 127.0.0.1:$kafka_port (Kafka $kafka_version$(pid="$(kafka_pid)" && echo ", pid $pid"))"
+      echo "kafka: up on 127.0.0.1:$kafka_port (Kafka $kafka_version$(pid="$(kafka_pid)" && echo ", pid $pid"))$(whose "$kafka_port" "$kafka_state/kafka.pid")"
     else
       echo "kafka: down"
     fi
     if mongo_external; then
       echo "mongo: not managed here, CHATCORE_TEST_MONGO_URI=$CHATCORE_TEST_MONGO_URI"
     elif port_open "$mongo_port"; then
-      echo "mongo: up on 127.0.0.1:$mongo_port (mongo-java-server $mongo_version$(pid="$(mongo_pid)" && echo ", pid $pid"))"
+      echo "mongo: up on 127.0.0.1:$mongo_port (mongo-java-server $mongo_version$(pid="$(mongo_pid)" && echo ", pid $pid"))$(whose "$mongo_port" "$mongo_state/mongo.pid")"
     else
       echo "mongo: down"
     fi
@@ -543,6 +745,15 @@ case "${1:-}" in
     [ -f "$kafka_home/config/tools-log4j2.properties" ] || kafka_config
     kafka_tool "$@"
     ;;
+  connect-run)
+    if [ "$#" -lt 3 ]; then
+      echo "usage: $0 connect-run <worker properties> <connector properties...>" >&2
+      exit 2
+    fi
+    shift
+    connect_fetch
+    connect_run "$@"
+    ;;
   nginx-run)
     if [ "$#" -ne 3 ]; then
       echo "usage: $0 nginx-run <prefix dir> <main conf>" >&2
@@ -552,7 +763,7 @@ case "${1:-}" in
     exec "$(nginx_bin)" -p "$2" -c "$3" -g 'daemon off;'
     ;;
   *)
-    echo "usage: $0 up|down|status|env|kafka-run <main class> [args...]|nginx-run <prefix dir> <main conf>" >&2
+    echo "usage: $0 up|down|status|env|kafka-run <main class> [args...]|connect-run <worker> <connector...>|nginx-run <prefix dir> <main conf>" >&2
     exit 2
     ;;
 esac

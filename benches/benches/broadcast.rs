@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatcore::forward::{Delivery, DeliveryReport};
-use chatcore::metrics::{Metrics, TierLabel};
+use chatcore::metrics::Metrics;
 use chatcore::model::{NewChatMessage, DEFAULT_MAX_CONTENT_BYTES};
 use chatcore::sockets::{
     session_channel, Frame, LocalSocketRegistry, SessionReceiver, SocketRegistry,
 };
+use chatcore::tier::Tier;
 use chrono::DateTime;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -47,7 +48,7 @@ impl Fixture {
         let key = message.stream_id.clone();
         let frame = Delivery::Chat(message).frame().expect("encodable");
 
-        let registry = LocalSocketRegistry::new(TierLabel::chat, Arc::new(Metrics::new()));
+        let registry = LocalSocketRegistry::new(Tier::Chat, Arc::new(Metrics::new()));
         let mut receivers = Vec::with_capacity(sessions);
         for _ in 0..sessions {
             let (handle, receiver) = session_channel(QUEUE_CAPACITY);

@@ -47,13 +47,14 @@ use chatcore::change::Op;
 use chatcore::debezium::encode_change;
 use chatcore::dedup::{ClaimToken, DedupConfig, Deduplicator, InMemoryEventStore};
 use chatcore::forward::InProcessForwarder;
-use chatcore::metrics::{ConsumerLabels, DropReason, Metrics, Outcome, TierLabel};
+use chatcore::metrics::{DropReason, Metrics, Outcome};
 use chatcore::model::{ChatMessage, NewChatMessage};
 use chatcore::pipeline::{ChatHandler, Pipeline, PipelineConfig};
 use chatcore::sockets::{
-    session_channel, Frame, LocalSocketRegistry, SessionReceiver, SocketRegistry,
+    session_channel, LocalSocketRegistry, SessionReceiver, SharedFrame, SocketRegistry,
 };
 use chatcore::store::MessageIdGenerator;
+use chatcore::tier::Tier;
 use chatcore_kafka::{KafkaChangeSource, KafkaPublisher, KafkaSourceConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -397,7 +398,7 @@ async fn await_deliveries(deliveries: Vec<DeliveryFuture>) {
 /// A frame as a session's receiver task dequeued it.
 struct Received {
     at: Instant,
-    frame: Frame,
+    frame: SharedFrame,
 }
 
 /// A running pipeline with one drained session per conversation.
@@ -419,9 +420,9 @@ struct RunResult {
 impl Consumer {
     fn start(bootstrap: &str, topic: &str, streams: &[(String, String)], events: usize) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let chat = Arc::new(LocalSocketRegistry::new(TierLabel::chat, metrics.clone()));
+        let chat = Arc::new(LocalSocketRegistry::new(Tier::Chat, metrics.clone()));
         let notifications = Arc::new(LocalSocketRegistry::new(
-            TierLabel::notifications,
+            Tier::Notifications,
             metrics.clone(),
         ));
         let received = Arc::new(AtomicU64::new(0));
@@ -485,8 +486,8 @@ impl Consumer {
                 Instant::now() < deadline,
                 "only {} of {total} frames arrived in {WAIT:?} (events: {} ok, {} failed)",
                 self.received(),
-                self.metrics.event_count(CONSUMER, Outcome::success),
-                self.metrics.event_count(CONSUMER, Outcome::failed),
+                self.metrics.event_count(CONSUMER, Outcome::Success),
+                self.metrics.event_count(CONSUMER, Outcome::Failed),
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -541,16 +542,16 @@ fn verify(outgoing: &[Outgoing], run: &RunResult, streams: usize) -> Vec<Instant
     let metrics = &run.metrics;
     let total = outgoing.len() as u64;
     assert_eq!(
-        metrics.event_count(CONSUMER, Outcome::success),
+        metrics.event_count(CONSUMER, Outcome::Success),
         total,
         "every event processed successfully"
     );
-    assert_eq!(metrics.event_count(CONSUMER, Outcome::failed), 0);
+    assert_eq!(metrics.event_count(CONSUMER, Outcome::Failed), 0);
     for reason in [
-        DropReason::duplicate,
-        DropReason::invalid_format,
-        DropReason::ignored_op,
-        DropReason::throttled,
+        DropReason::Duplicate,
+        DropReason::InvalidFormat,
+        DropReason::IgnoredOp,
+        DropReason::Throttled,
     ] {
         assert_eq!(
             metrics.dropped_count(CONSUMER, reason),
@@ -558,12 +559,7 @@ fn verify(outgoing: &[Outgoing], run: &RunResult, streams: usize) -> Vec<Instant
             "no event dropped as {reason:?}"
         );
     }
-    let retries = metrics
-        .retries
-        .get_or_create(&ConsumerLabels {
-            consumer: CONSUMER.to_owned(),
-        })
-        .get();
+    let retries = metrics.retry_count(CONSUMER);
     assert_eq!(retries, 0, "no delivery retried");
 
     let mut expected: Vec<Vec<&Outgoing>> = (0..streams).map(|_| Vec::new()).collect();

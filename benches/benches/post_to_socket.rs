@@ -7,7 +7,8 @@
 //! as `chat-server` reads them (`Settings::parse_from` with the environment), so the backend is
 //! chosen by the usual variables:
 //!
-//! - none: in-memory store and its own change feed, in-memory event store (embedded);
+//! - none: the SQLite store (a fresh `DATA_DIR` per run) and its change feed, in-memory event
+//!   store (embedded); `STORE=memory`: the in-memory store and its own feed;
 //! - `MONGO_URI`: MongoDB store and its change stream;
 //! - `MONGO_URI`, `REDIS_ADDR`, `CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS`: the production
 //!   path, MongoDB change stream → relay → Kafka → consumer → Redis dedup → sockets.
@@ -131,30 +132,37 @@ fn settings() -> Settings {
     let mut settings = Settings::parse_from(["chat-server"]);
     let unique = ClaimToken::unique();
     let unique = unique.as_str();
-    if Settings::present(&settings.kafka_bootstrap_servers).is_some() {
-        settings.kafka_topic = format!("bench-{unique}");
-        settings.kafka_group = format!("bench-group-{unique}");
+    if Settings::present(&settings.kafka.bootstrap_servers).is_some() {
+        settings.kafka.topic = format!("bench-{unique}");
+        settings.kafka.group = format!("bench-group-{unique}");
     }
-    if Settings::present(&settings.mongo_uri).is_some() {
-        settings.mongo_database = format!("bench_{}", unique.replace('-', "_"));
+    if Settings::present(&settings.mongo.uri).is_some() {
+        settings.mongo.database = format!("bench_{}", unique.replace('-', "_"));
     }
+    // The SQLite default gets a fresh DATA_DIR per run (left behind under the temp directory).
+    settings.store.data_dir = std::env::temp_dir().join(format!("chatcore-bench-{unique}"));
     settings
 }
 
 /// One line naming the backends the settings select.
 fn describe(settings: &Settings) -> String {
-    let store = match Settings::present(&settings.mongo_uri) {
-        Some(_) => format!("MongoDB (database {})", settings.mongo_database),
-        None => "in memory".to_owned(),
+    let store = match settings.store_kind() {
+        Ok(reference_server::config::StoreKind::Mongo) => {
+            format!("MongoDB (database {})", settings.mongo.database)
+        }
+        Ok(reference_server::config::StoreKind::Sqlite) => {
+            format!("SQLite ({})", settings.store.data_dir.display())
+        }
+        _ => "in memory".to_owned(),
     };
-    let feed = match Settings::present(&settings.kafka_bootstrap_servers) {
+    let feed = match Settings::present(&settings.kafka.bootstrap_servers) {
         Some(bootstrap) => format!(
             "store feed → relay → Kafka {bootstrap} (topic {}, {} partitions, group {})",
-            settings.kafka_topic, settings.kafka_topic_partitions, settings.kafka_group
+            settings.kafka.topic, settings.kafka.topic_partitions, settings.kafka.group
         ),
         None => "the store's own feed".to_owned(),
     };
-    let events = match Settings::present(&settings.redis_addr) {
+    let events = match Settings::present(&settings.event_store.redis_addr) {
         Some(_) => "Redis",
         None => "in memory",
     };
@@ -188,7 +196,7 @@ async fn run(sizes: Sizes) {
     let app = reference_server::build_app_with(&settings, |backends| backends)
         .await
         .expect("server app");
-    let chat_sockets = app.chat_sockets.clone();
+    let chat_sockets = app.chat_sockets().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -197,7 +205,7 @@ async fn run(sizes: Sizes) {
     let server = tokio::spawn(reference_server::serve_app(
         app,
         listener,
-        settings.shutdown_timeout,
+        settings.server.shutdown_timeout,
         async move {
             let _ = stopped.await;
         },
@@ -288,7 +296,7 @@ async fn run(sizes: Sizes) {
         frames.push(reader.await.expect("reader task"));
     }
     let _ = stop.send(());
-    tokio::time::timeout(settings.shutdown_timeout + WAIT, server)
+    tokio::time::timeout(settings.server.shutdown_timeout + WAIT, server)
         .await
         .expect("server stops in time")
         .expect("server task")

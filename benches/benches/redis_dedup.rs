@@ -83,7 +83,7 @@ async fn claim_complete(store: &RedisEventStore, key: &str) -> bool {
             store.complete(key, &token, TTL).await.expect("complete");
             true
         }
-        Claim::Completed | Claim::InProgress => false,
+        _ => false,
     }
 }
 

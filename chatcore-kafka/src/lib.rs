@@ -7,12 +7,18 @@
 //!   pipeline reports an event done and only up to the first unfinished event of each partition
 //!   ([`OffsetTracker`]); librdkafka commits stored offsets asynchronously every second, and
 //!   synchronously when partitions are revoked and when the source closes. An undecodable record
-//!   becomes a malformed event (dropped as `invalid_format`, then committed); a tombstone a delete.
+//!   becomes a malformed event (dropped as `invalid_format`, then committed) and is logged at WARN
+//!   with its topic, partition, offset and the reason, rate-limited by [`drop_log`]; a tombstone
+//!   a delete. Keys may be Debezium's `{"id": ...}` or, with the shipped `deploy/debezium`
+//!   configuration, the `stream_id` as a JSON string (bare or in a schema wrapper).
 //! - [`KafkaPublisher`]: the relay turning any change source into Debezium-shaped records keyed by
 //!   `stream_id`, and [`KafkaPublisher::dead_letter`] for consumers whose failure policy is a
 //!   dead-letter topic.
 
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
+
+pub mod drop_log;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -49,7 +55,7 @@ pub enum KafkaBackendError {
     },
 }
 
-/// Settings of a [`KafkaChangeSource`] (the seed's `CHAT_PERSISTENCE_CHANGE_KAFKA_*` variables).
+/// Settings of a [`KafkaChangeSource`] (the `CHAT_PERSISTENCE_CHANGE_KAFKA_*` variables of the reference server).
 #[derive(Debug, Clone)]
 pub struct KafkaSourceConfig {
     /// `..._BOOTSTRAP_SERVERS`.
@@ -117,11 +123,39 @@ fn lock(tracker: &Mutex<OffsetTracker>) -> MutexGuard<'_, OffsetTracker> {
     tracker.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A Kafka topic as the change feed of a store written to it by CDC (Debezium, or the relay):
+/// each consumer group opened is a [`KafkaChangeSource`] with `config`'s settings and that group.
+#[derive(Debug, Clone)]
+pub struct KafkaChangeFeed {
+    config: KafkaSourceConfig,
+}
+
+impl KafkaChangeFeed {
+    /// Groups opened on `config`'s topic; its `group_id` is replaced by each group's name.
+    pub fn new(config: KafkaSourceConfig) -> Self {
+        Self { config }
+    }
+}
+
+#[async_trait]
+impl chatcore::change::ChangeFeed for KafkaChangeFeed {
+    async fn subscribe(&self, group: &str) -> Result<Arc<dyn ChangeSource>, ChangeError> {
+        let config = KafkaSourceConfig {
+            group_id: group.to_owned(),
+            ..self.config.clone()
+        };
+        let source = KafkaChangeSource::new(config)
+            .map_err(|e| ChangeError::Unavailable(chatcore::error::Cause::new(e)))?;
+        Ok(Arc::new(source))
+    }
+}
+
 /// A change source over a Kafka consumer group.
 pub struct KafkaChangeSource {
     consumer: StreamConsumer<GroupContext>,
     tracker: Arc<Mutex<OffsetTracker>>,
     config: KafkaSourceConfig,
+    drops: drop_log::DropLog,
 }
 
 impl std::fmt::Debug for KafkaChangeSource {
@@ -168,6 +202,7 @@ impl KafkaChangeSource {
             consumer,
             tracker,
             config,
+            drops: drop_log::DropLog::default(),
         })
     }
 
@@ -175,7 +210,22 @@ impl KafkaChangeSource {
     pub fn commit_now(&self) -> Result<(), ChangeError> {
         self.consumer
             .commit_consumer_state(CommitMode::Sync)
-            .map_err(|e| ChangeError::Unavailable(e.to_string()))
+            .map_err(|e| ChangeError::Unavailable(chatcore::error::Cause::new(e)))
+    }
+
+    /// One WARN line per [`drop_log::DROP_LOG_INTERVAL`] at most about undecodable records.
+    fn log_drop(&self, topic: &str, position: &SourcePosition, reason: &str) {
+        if let Some(unlogged) = self.drops.admit(std::time::Instant::now()) {
+            tracing::warn!(
+                topic,
+                partition = position.partition,
+                offset = position.offset,
+                %reason,
+                dropped_unlogged_since_last_warning = unlogged,
+                "undecodable record dropped as invalid_format (counted in \
+                 chatcore_events_dropped_total); is the connector configured as deploy/debezium is?"
+            );
+        }
     }
 
     fn event(
@@ -211,6 +261,11 @@ impl KafkaChangeSource {
                 position,
                 malformed: None,
             },
+            Ok(_) => ChangeEvent::malformed(
+                key,
+                position,
+                "a record of a kind this consumer does not know",
+            ),
             Err(error) => ChangeEvent::malformed(key, position, error.to_string()),
         }
     }
@@ -223,14 +278,18 @@ impl ChangeSource for KafkaChangeSource {
             .consumer
             .recv()
             .await
-            .map_err(|e| ChangeError::Unavailable(e.to_string()))?;
+            .map_err(|e| ChangeError::Unavailable(chatcore::error::Cause::new(e)))?;
         let position = SourcePosition {
             partition: message.partition(),
             offset: message.offset(),
             token: None,
         };
         lock(&self.tracker).delivered(position.partition, position.offset);
-        Ok(Some(self.event(message.key(), message.payload(), position)))
+        let event = self.event(message.key(), message.payload(), position);
+        if let Some(reason) = &event.malformed {
+            self.log_drop(message.topic(), &event.position, reason);
+        }
+        Ok(Some(event))
     }
 
     async fn done(&self, position: &SourcePosition) -> Result<(), ChangeError> {
@@ -244,10 +303,12 @@ impl ChangeSource for KafkaChangeSource {
                 position.partition,
                 Offset::Offset(commit),
             )
-            .map_err(|e| ChangeError::Unavailable(e.to_string()))?;
+            .map_err(|e| ChangeError::Unavailable(chatcore::error::Cause::new(e)))?;
         self.consumer.store_offsets(&offsets).map_err(|e| {
             // The partition was revoked meanwhile: its new owner delivers the event again.
-            ChangeError::Unavailable(format!("store offset {}:{commit}: {e}", position.partition))
+            ChangeError::Unavailable(
+                format!("store offset {}:{commit}: {e}", position.partition).into(),
+            )
         })
     }
 
@@ -335,7 +396,7 @@ impl chatcore::dead_letter::DeadLetterSink for KafkaDeadLetters {
             .dead_letter(&self.topic, &letter)
             .await
             .map(|_| ())
-            .map_err(|e| chatcore::dead_letter::DeadLetterError(e.to_string()))
+            .map_err(|e| chatcore::dead_letter::DeadLetterError(chatcore::error::Cause::new(e)))
     }
 }
 

@@ -8,12 +8,15 @@ use async_trait::async_trait;
 use chatcore::change::{ChangeSource, Op};
 use chatcore::debezium::encode_change;
 use chatcore::dedup::{ClaimToken, DedupConfig, Deduplicator, InMemoryEventStore};
-use chatcore::forward::{Delivery, DeliveryReport, ForwardError, Forwarder, InProcessForwarder};
-use chatcore::metrics::{DropReason, Metrics, Outcome, TierLabel};
+use chatcore::forward::{
+    Delivery, DeliveryReport, ForwardError, Forwarder, InProcessForwarder, StreamCloser,
+};
+use chatcore::metrics::{DropReason, Metrics, Outcome};
 use chatcore::model::{ChatMessage, NewChatMessage};
 use chatcore::pipeline::{ChatHandler, Pipeline, PipelineConfig, RetryPolicy};
 use chatcore::sockets::{session_channel, LocalSocketRegistry, SessionReceiver, SocketRegistry};
 use chatcore::store::{InMemoryMessageStore, MessageIdGenerator, MessageStore};
+use chatcore::tier::Tier;
 use chatcore_kafka::{
     headers, relay, DeadLetter, KafkaChangeSource, KafkaPublisher, KafkaSourceConfig,
 };
@@ -103,17 +106,20 @@ struct Harness {
 impl Harness {
     fn start(
         source: Arc<KafkaChangeSource>,
-        forwarder: Option<Arc<dyn Forwarder>>,
+        tiers: Option<Arc<AlwaysFails>>,
         retry: RetryPolicy,
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let chat = Arc::new(LocalSocketRegistry::new(TierLabel::chat, metrics.clone()));
+        let chat = Arc::new(LocalSocketRegistry::new(Tier::Chat, metrics.clone()));
         let notifications = Arc::new(LocalSocketRegistry::new(
-            TierLabel::notifications,
+            Tier::Notifications,
             metrics.clone(),
         ));
-        let forwarder = forwarder
-            .unwrap_or_else(|| Arc::new(InProcessForwarder::new(chat.clone(), notifications)));
+        let local = Arc::new(InProcessForwarder::new(chat.clone(), notifications));
+        let (forwarder, closer): (Arc<dyn Forwarder>, Arc<dyn StreamCloser>) = match tiers {
+            Some(tiers) => (tiers.clone(), tiers),
+            None => (local.clone(), local),
+        };
         let dedup = Deduplicator::new(
             Arc::new(InMemoryEventStore::new()),
             DedupConfig::default(),
@@ -129,7 +135,8 @@ impl Harness {
                 ..PipelineConfig::default()
             },
             metrics.clone(),
-        );
+        )
+        .with_stream_closer(closer);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(pipeline.run(shutdown.clone()));
         Self {
@@ -222,7 +229,7 @@ async fn debezium_events_on_three_partitions_reach_the_right_sockets_once_and_in
         .iter()
         .map(|s| harness.subscribe(&s[0].stream_id))
         .collect();
-    harness.await_events(Outcome::success, 120).await;
+    harness.await_events(Outcome::Success, 120).await;
     for (i, receiver) in receivers.iter_mut().enumerate() {
         assert_eq!(
             drain(receiver),
@@ -255,13 +262,13 @@ async fn a_duplicate_record_is_suppressed_by_the_event_store() {
         .await;
     }
     timeout(WAIT, async {
-        while harness.metrics.dropped_count("chat", DropReason::duplicate) < 1 {
+        while harness.metrics.dropped_count("chat", DropReason::Duplicate) < 1 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
     .expect("the duplicate is seen");
-    assert_eq!(harness.metrics.event_count("chat", Outcome::success), 1);
+    assert_eq!(harness.metrics.event_count("chat", Outcome::Success), 1);
     assert_eq!(drain(&mut receiver), vec![message]);
     harness.stop().await;
 }
@@ -298,7 +305,7 @@ async fn a_consumer_dropped_without_commit_is_replaced_and_nothing_is_lost() {
     }
     let harness = Harness::start(source(&topic, &group), None, RetryPolicy::default());
     let mut receiver = harness.subscribe(&sent[0].stream_id);
-    harness.await_events(Outcome::success, 10).await;
+    harness.await_events(Outcome::Success, 10).await;
     assert_eq!(drain(&mut receiver), sent, "all ten, in order");
     harness.stop().await;
 }
@@ -335,11 +342,11 @@ async fn a_poison_record_is_dropped_and_its_partition_moves_on() {
     .await;
     let harness = Harness::start(source(&topic, &group), None, RetryPolicy::default());
     let mut receiver = harness.subscribe(&before.stream_id);
-    harness.await_events(Outcome::success, 2).await;
+    harness.await_events(Outcome::Success, 2).await;
     assert_eq!(
         harness
             .metrics
-            .dropped_count("chat", DropReason::invalid_format),
+            .dropped_count("chat", DropReason::InvalidFormat),
         1
     );
     assert_eq!(drain(&mut receiver), vec![before, after]);
@@ -362,10 +369,13 @@ impl Forwarder for AlwaysFails {
     async fn forward(&self, delivery: &Delivery) -> Result<DeliveryReport, ForwardError> {
         match delivery {
             Delivery::Chat(_) => Err(ForwardError::Transport("chat tier down".into())),
-            Delivery::Notify { .. } => Ok(DeliveryReport::default()),
+            _ => Ok(DeliveryReport::default()),
         }
     }
+}
 
+#[async_trait]
+impl StreamCloser for AlwaysFails {
     async fn close_stream(&self, stream_id: &str, _: &str) -> Result<usize, ForwardError> {
         self.closed.lock().expect("lock").push(stream_id.to_owned());
         Ok(0)
@@ -392,7 +402,7 @@ async fn exhausted_retries_run_the_failure_policy_and_then_commit() {
         ..RetryPolicy::default()
     };
     let harness = Harness::start(source(&topic, &group), Some(forwarder.clone()), retry);
-    harness.await_events(Outcome::failed, 1).await;
+    harness.await_events(Outcome::Failed, 1).await;
     assert_eq!(
         forwarder.closed.lock().expect("lock").as_slice(),
         std::slice::from_ref(&message.stream_id)

@@ -56,7 +56,7 @@ struct Pending {
 }
 
 fn unavailable(error: impl std::fmt::Display) -> ChangeError {
-    ChangeError::Unavailable(error.to_string())
+    ChangeError::Unavailable(error.to_string().into())
 }
 
 impl MongoChangeStream {

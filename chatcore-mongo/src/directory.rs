@@ -8,7 +8,7 @@ use mongodb::bson::doc;
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 
-use crate::bounded;
+use crate::{bounded, CallError};
 
 /// The collection: `{user_id, email, name}`, unique on `user_id`.
 pub const USER_EMAIL_COLLECTION: &str = "user_email";
@@ -20,8 +20,12 @@ pub struct MongoUserDirectory {
     timeout: Duration,
 }
 
-fn unavailable(error: impl std::fmt::Display) -> DirectoryError {
-    DirectoryError(error.to_string())
+/// The directory is unavailable: the driver's error kept as the source, a timeout as text.
+fn unavailable(error: CallError) -> DirectoryError {
+    match error {
+        CallError::Driver(error) => DirectoryError::unavailable(error),
+        timed_out @ CallError::TimedOut(_) => DirectoryError::unavailable(timed_out.to_string()),
+    }
 }
 
 impl MongoUserDirectory {

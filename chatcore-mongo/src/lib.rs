@@ -9,14 +9,18 @@
 //!   collection, decoding to the same change events as the Kafka source and checkpointing resume
 //!   tokens only once the pipeline is done with an event, so a restart resumes after the last
 //!   completed event;
-//! - [`MongoUserDirectory`]: recipients of e-mail notifications from `user_email`.
+//! - [`MongoUserDirectory`]: recipients of e-mail notifications from `user_email`;
+//! - [`MongoInbox`]: the [`chatcore::inbox::InboxStore`] on the `notifications` collection, with
+//!   a TTL index for the retention.
 //!
 //! Everything here sticks to what MongoDB 6+ replica sets support.
 
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
 
 mod change_stream;
 mod directory;
+mod inbox;
 mod store;
 
 use std::time::Duration;
@@ -26,7 +30,8 @@ use mongodb::{Client, Database};
 
 pub use change_stream::{MongoChangeStream, CHECKPOINT_COLLECTION};
 pub use directory::{MongoUserDirectory, USER_EMAIL_COLLECTION};
-pub use store::MongoMessageStore;
+pub use inbox::MongoInbox;
+pub use store::{MongoMessageStore, IDEMPOTENCY_COLLECTION};
 
 /// Where and how to reach MongoDB (`MONGO_URI`, `MONGO_DATABASE`).
 #[derive(Debug, Clone)]
@@ -62,6 +67,15 @@ pub(crate) enum CallError {
     TimedOut(Duration),
     /// The driver's error.
     Driver(mongodb::error::Error),
+}
+
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::TimedOut(_) => None,
+            Self::Driver(error) => Some(error),
+        }
+    }
 }
 
 impl std::fmt::Display for CallError {

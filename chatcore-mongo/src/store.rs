@@ -45,7 +45,7 @@ pub struct MongoMessageStore {
 const STRIPES: usize = 64;
 
 fn unavailable(error: CallError) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+    StoreError::Unavailable(chatcore::error::Cause::new(error))
 }
 
 fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
@@ -105,26 +105,73 @@ impl MongoMessageStore {
     }
 
     /// The message a repeated idempotency key points at, waiting briefly for a concurrent first
-    /// request to finish its insert.
-    async fn first_of(&self, claim: &str) -> Result<ChatMessage, StoreError> {
+    /// request to finish its insert; [`Claimed::Abandoned`] when it has not appeared by then.
+    async fn first_of(&self, claim: &str) -> Result<Claimed, StoreError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let claimed = self
                 .bounded(async { self.idempotency.find_one(doc! { "_id": claim }).await })
                 .await?;
-            if let Some(id) = claimed.and_then(|c| c.get_object_id("message_id").ok()) {
+            let id = claimed.and_then(|c| c.get_object_id("message_id").ok());
+            if let Some(id) = id {
                 if let Some(message) = self.find_message(id).await? {
-                    return Ok(message);
+                    return Ok(Claimed::Message(message));
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(StoreError::Unavailable(
-                    "the first request with this idempotency key has not finished".to_owned(),
-                ));
+                return Ok(Claimed::Abandoned(id));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    /// Points an abandoned claim at `id` (or makes it again, if it is gone), so this request
+    /// stores the message. A claim is abandoned when its first request died or timed out after
+    /// the claim was written but before the message was (a killed process, a claim whose answer
+    /// was lost); without this, every retry with that key would fail for good.
+    async fn take_over(
+        &self,
+        claim: &str,
+        previous: Option<ObjectId>,
+    ) -> Result<ObjectId, StoreError> {
+        // A new id, taken now under the stream's lock, so the id order stays the commit order.
+        let id = ObjectId::new();
+        let taken = match previous {
+            Some(previous) => {
+                let update = self.idempotency.update_one(
+                    doc! { "_id": claim, "message_id": previous },
+                    doc! { "$set": { "message_id": id } },
+                );
+                self.bounded(async { update.await }).await?.matched_count == 1
+            }
+            None => {
+                let insert = self
+                    .idempotency
+                    .insert_one(doc! { "_id": claim, "message_id": id });
+                match crate::bounded(self.timeout, insert).await {
+                    Ok(_) => true,
+                    Err(CallError::Driver(error)) if is_duplicate_key(&error) => false,
+                    Err(error) => return Err(unavailable(error)),
+                }
+            }
+        };
+        if taken {
+            tracing::warn!(claim, "idempotency claim without its message taken over");
+            Ok(id)
+        } else {
+            Err(StoreError::Unavailable(
+                "another request with this idempotency key is storing it".into(),
+            ))
+        }
+    }
+}
+
+/// What the claim of a repeated idempotency key points at.
+enum Claimed {
+    /// The stored message.
+    Message(ChatMessage),
+    /// Nothing stored within the timeout: the claim's message id, if the claim still exists.
+    Abandoned(Option<ObjectId>),
 }
 
 fn to_document(message: &ChatMessage, id: ObjectId) -> Document {
@@ -139,7 +186,8 @@ fn to_document(message: &ChatMessage, id: ObjectId) -> Document {
 }
 
 fn from_document(document: &Document) -> Result<ChatMessage, StoreError> {
-    let bad = |field: &str| StoreError::Backend(format!("chat document without a valid {field}"));
+    let bad =
+        |field: &str| StoreError::Backend(format!("chat document without a valid {field}").into());
     let text = |field: &str| {
         document
             .get_str(field)
@@ -168,6 +216,22 @@ fn cursor(field: &'static str, id: &str) -> Result<ObjectId, StoreError> {
         .map_err(|_| StoreError::InvalidCursor(format!("{field} {id:?} is not a message id")))
 }
 
+/// The store's change feed: a change stream of the `chat` collection per consumer, resumed from
+/// the consumer's checkpoint ([`MongoChangeStream`](crate::MongoChangeStream)).
+#[async_trait]
+impl chatcore::change::ChangeFeed for MongoMessageStore {
+    async fn subscribe(
+        &self,
+        group: &str,
+    ) -> Result<std::sync::Arc<dyn chatcore::change::ChangeSource>, chatcore::change::ChangeError>
+    {
+        let stream =
+            crate::MongoChangeStream::open(&self.database, CHAT_COLLECTION, group, self.timeout)
+                .await?;
+        Ok(std::sync::Arc::new(stream))
+    }
+}
+
 #[async_trait]
 impl MessageStore for MongoMessageStore {
     async fn insert(
@@ -176,7 +240,7 @@ impl MessageStore for MongoMessageStore {
         idempotency_key: Option<&str>,
     ) -> Result<Inserted, StoreError> {
         let _ordered = self.stripe(message.stream_id()).lock().await;
-        let id = ObjectId::new();
+        let mut id = ObjectId::new();
         let claim = idempotency_key.map(|key| format!("{}\u{1f}{key}", message.sender_id()));
         if let Some(claim) = &claim {
             // Claim the key before writing the message, so a repeat never produces a second
@@ -190,10 +254,17 @@ impl MessageStore for MongoMessageStore {
             match claimed {
                 Ok(_) => {}
                 Err(CallError::Driver(error)) if is_duplicate_key(&error) => {
-                    return Ok(Inserted {
-                        message: self.first_of(claim).await?,
-                        created: false,
-                    });
+                    match self.first_of(claim).await? {
+                        Claimed::Message(message) => {
+                            return Ok(Inserted {
+                                message,
+                                created: false,
+                            })
+                        }
+                        Claimed::Abandoned(previous) => {
+                            id = self.take_over(claim, previous).await?;
+                        }
+                    }
                 }
                 Err(error) => return Err(unavailable(error)),
             }

@@ -5,17 +5,17 @@
 //!
 //! - A claim is one atomic command, `SET key processing:<token> NX PX <lease> GET`: of two
 //!   consumers racing on a key exactly one sets it, and the other learns in the same round trip
-//!   whether the key is being processed or already done (unlike the seed's `EXISTS` then `SET`).
+//!   whether the key is being processed or already done (unlike an `EXISTS` then `SET`).
 //! - Completion sets the key to `done` for `DEDUPLICATION_TTL`, and release deletes it, each only
 //!   while the claim is still ours (a small Lua script compares the token), so a failed event is
 //!   retried rather than dropped and a stale consumer never clobbers a newer claim.
-//! - Keys are `eventstore:{EVENT_STORE_KEY_PREFIX}:{key}` (CONTRACT §7).
+//! - Keys are `eventstore:{EVENT_STORE_KEY_PREFIX}:{key}` .
 //! - The connection is a reconnecting [`redis::aio::ConnectionManager`] created lazily, with
 //!   bounded connect and response timeouts: when Redis is down every call fails fast and the
 //!   [`chatcore::dedup::Deduplicator`]'s fail-open / fail-closed policy decides, and when it comes
 //!   back the store reconnects by itself.
 //!
-//! The notification throttle of the seed's strategy 2 is [`chatcore::dedup::Throttle`] on this
+//! The notification throttle of the `separate` strategy is [`chatcore::dedup::Throttle`] on this
 //! store.
 //!
 //! ```no_run
@@ -31,6 +31,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
 
 use std::time::Duration;
 
@@ -47,7 +48,7 @@ pub const PROCESSING_PREFIX: &str = "processing:";
 /// Where and how to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `host:port` (the seed's `REDIS_ADDR`) or a `redis://` URL.
+    /// `host:port` (the reference server's `REDIS_ADDR`) or a `redis://` URL.
     pub addr: String,
     /// `REDIS_PASSWORD`, if any.
     pub password: Option<String>,
@@ -171,7 +172,7 @@ fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo, RedisC
 }
 
 fn unavailable(error: redis::RedisError) -> EventStoreError {
-    EventStoreError(error.to_string())
+    EventStoreError(chatcore::error::Cause::new(error))
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -11,8 +11,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::error::Cause;
+
 /// What happened to the document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Op {
     /// An insert (Debezium `c`).
     Create,
@@ -72,10 +75,11 @@ impl ChangeEvent {
 
 /// A source failed to produce or commit an event.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChangeError {
     /// The backend is unreachable or answered with an error; the caller may try again.
     #[error("change source unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The position handed to `done` was never delivered by this source.
     #[error("unknown position {partition}:{offset}")]
     UnknownPosition {
@@ -101,6 +105,43 @@ pub trait ChangeSource: Send + Sync {
 
     /// Flushes what is finished (e.g. a final offset commit) before the consumer stops.
     async fn close(&self) {}
+}
+
+/// A store's change feed, from which consumer groups are opened: each group reads every event
+/// once, resuming at its first unfinished event. A node opens the groups its notification
+/// strategy needs (the chat consumer, and the notification consumer of `separate` and
+/// `segregated`), so a store handed to it always comes with the feed it writes to.
+///
+/// Implementing it for a store whose feed is a broker topic or a change stream:
+///
+/// ```
+/// use std::sync::Arc;
+/// use async_trait::async_trait;
+/// use chatcore::change::{ChangeError, ChangeFeed, ChangeSource, InMemoryChangeFeed};
+///
+/// /// A feed whose groups are groups of one in-memory feed (a broker would open a consumer
+/// /// in consumer group `group` here).
+/// struct MyFeed(Arc<InMemoryChangeFeed>);
+///
+/// #[async_trait]
+/// impl ChangeFeed for MyFeed {
+///     async fn subscribe(&self, group: &str) -> Result<Arc<dyn ChangeSource>, ChangeError> {
+///         Ok(Arc::new(self.0.subscribe(group)))
+///     }
+/// }
+/// # let _ = MyFeed(Arc::new(InMemoryChangeFeed::default()));
+/// ```
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// Opens consumer group `group` of the feed (created on first use).
+    async fn subscribe(&self, group: &str) -> Result<Arc<dyn ChangeSource>, ChangeError>;
+}
+
+#[async_trait]
+impl ChangeFeed for Arc<InMemoryChangeFeed> {
+    async fn subscribe(&self, group: &str) -> Result<Arc<dyn ChangeSource>, ChangeError> {
+        Ok(Arc::new(InMemoryChangeFeed::subscribe(self, group)))
+    }
 }
 
 /// Tracks delivered-but-unfinished offsets per partition and yields the commit point: the first

@@ -1,13 +1,13 @@
 //! Notifications from documents: commerce (the `purchases`, `payments` and `shipments`
-//! collections of CONTRACT §7) and any collection a team adds.
+//! collections `purchases`, `payments` and `shipments`) and any collection a team adds.
 //!
 //! A [`NotificationRule`] turns a document of one collection into a notification payload and its
 //! recipients; a [`NotificationHandler`] is a set of rules, and an
-//! [`EventHandler`](crate::pipeline::EventHandler) run by a [`crate::pipeline::Pipeline`] over the
+//! [`crate::pipeline::EventHandler`] run by a [`crate::pipeline::Pipeline`] over the
 //! change feed of those collections. Documents that do not decode, or name no valid recipient, are
 //! dropped as `invalid_format` (counted, acknowledged, never retried).
 //!
-//! The commerce documents are the seed's payloads (CONTRACT §9); payments and shipments add the
+//! The commerce documents are the payloads of [`crate::model`]; payments and shipments add the
 //! recipient, which their payloads do not carry:
 //!
 //! | collection | document | notification | recipients |
@@ -229,15 +229,22 @@ impl NotificationHandler {
 impl EventHandler for NotificationHandler {
     fn plan(&self, event: &ChangeEvent) -> Result<Plan, DropReason> {
         let Some(rule) = self.rules.iter().find(|r| r.collection == event.collection) else {
-            return Err(DropReason::ignored_op);
+            return Err(DropReason::IgnoredOp);
         };
         if !matches!(event.op, Op::Create | Op::Update) {
-            return Err(DropReason::ignored_op);
+            return Err(DropReason::IgnoredOp);
         }
-        let document = event.document.as_ref().ok_or(DropReason::invalid_format)?;
+        // An update may carry only what changed (Debezium's `capture.mode=change_streams`, or a
+        // flattened partial update): no whole document, nothing to notify about.
+        let partial = if event.op == Op::Update {
+            DropReason::IgnoredOp
+        } else {
+            DropReason::InvalidFormat
+        };
+        let document = event.document.as_ref().ok_or(partial)?;
         let found = rule.notifications(document).map_err(|reason| {
             tracing::info!(collection = %event.collection, key = %event.key, %reason, "document dropped");
-            DropReason::invalid_format
+            partial
         })?;
         let id = document
             .get("message_id")
@@ -397,7 +404,7 @@ mod tests {
         ] {
             assert_eq!(
                 handler.plan(&event("purchases", Op::Create, document.clone())),
-                Err(DropReason::invalid_format),
+                Err(DropReason::InvalidFormat),
                 "{document}"
             );
         }
@@ -405,18 +412,27 @@ mod tests {
             "due_date": "2026-11-20T00:00:00Z", "days_overdue": 3, "message": "m"});
         assert_eq!(
             handler.plan(&event("payments", Op::Create, payment_without_user)),
-            Err(DropReason::invalid_format)
+            Err(DropReason::InvalidFormat)
         );
         assert_eq!(
             handler.plan(&event("purchases", Op::Delete, purchase())),
-            Err(DropReason::ignored_op)
+            Err(DropReason::IgnoredOp)
         );
+        // A partial update (only the changed fields) or one with no document is no notification.
+        let partial = json!({"message_id": "6b0f", "status": "delivered"});
+        assert_eq!(
+            handler.plan(&event("shipments", Op::Update, partial)),
+            Err(DropReason::IgnoredOp)
+        );
+        let mut no_document = event("shipments", Op::Update, json!({}));
+        no_document.document = None;
+        assert_eq!(handler.plan(&no_document), Err(DropReason::IgnoredOp));
         assert_eq!(
             handler.plan(&event("chat", Op::Create, purchase())),
-            Err(DropReason::ignored_op)
+            Err(DropReason::IgnoredOp)
         );
         let mut missing = event("purchases", Op::Create, purchase());
         missing.document = None;
-        assert_eq!(handler.plan(&missing), Err(DropReason::invalid_format));
+        assert_eq!(handler.plan(&missing), Err(DropReason::InvalidFormat));
     }
 }

@@ -1,5 +1,5 @@
 //! Configuration helpers shared by every service: Go-style durations, so an existing `.env` of
-//! the seed (`100ms`, `30s`, `5m`, `1h30m`) keeps working.
+//! Go services (`100ms`, `30s`, `5m`, `1h30m`) keeps working.
 
 use std::time::Duration;
 

@@ -26,7 +26,7 @@ pub struct FailedEvent<'a> {
 /// event meanwhile.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("dead letter not written: {0}")]
-pub struct DeadLetterError(pub String);
+pub struct DeadLetterError(#[source] pub crate::error::Cause);
 
 /// Keeps events that exhausted their retries.
 #[async_trait]

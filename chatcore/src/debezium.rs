@@ -1,12 +1,17 @@
 //! Debezium MongoDB change events: decoding Kafka records into change parts, and encoding them
 //! back (for the relay that publishes a change stream in Debezium's shape). Pure: no Kafka here.
 //!
-//! Accepted record values (CONTRACT §7):
+//! Accepted record values:
 //! - the connector's envelope `{"op": "c"|"u"|"d"|"r", "after": "<extended JSON>", "before": ...,
 //!   "source": {...}, "ts_ms": ...}`, bare or wrapped in `{"schema": ..., "payload": {...}}`, with
 //!   `after` as a string of canonical or relaxed MongoDB extended JSON (or already an object);
-//! - the flattened document of the `ExtractNewDocumentState` transform, optionally with its
-//!   `__op`, `__collection` and `__deleted` fields;
+//! - the flattened document of the `ExtractNewDocumentState` transform, bare or wrapped, with the
+//!   `__op`, `__collection` and `__deleted` fields its `add.fields` and delete handling add. Its
+//!   dates are epoch milliseconds: with a schema, the fields the schema names a Connect
+//!   `Timestamp`; without one, the integers in the date fields of chatcore's documents
+//!   ([`DATE_FIELDS`]). A record without `__op` is taken as a create (and the first one logs a
+//!   WARN saying to set `add.fields=op`: without it an edit or a re-snapshot reads as a new
+//!   message). A deleted record (`__deleted: true`) is a delete, whatever it still carries;
 //! - a null value (a tombstone after a delete), which is skipped.
 //!
 //! Accepted keys: Debezium's `{"id": "<extended JSON of _id>"}`, bare or wrapped in
@@ -17,10 +22,29 @@
 //! `message_id` when the document has none, so a stored chat document decodes to a
 //! [`crate::model::ChatMessage`].
 
+use std::sync::Once;
+
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::change::Op;
+
+/// The fields of chatcore's documents that hold a date (the chat message's and the commerce
+/// payloads' in [`crate::model`]). In a flattened record without a schema an integer in one of them is
+/// epoch milliseconds, what `ExtractNewDocumentState` writes for a BSON date.
+pub const DATE_FIELDS: [&str; 5] = [
+    "created_at",
+    "purchased_at",
+    "due_date",
+    "estimated_delivery",
+    "updated_at",
+];
+
+/// The schema name Kafka Connect gives a timestamp (an `int64` of epoch milliseconds).
+const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
+
+/// Logs the missing-`__op` warning once per process.
+static MISSING_OP: Once = Once::new();
 
 /// Why a record could not be decoded; the consumer drops it as `invalid_format`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +57,7 @@ fn fail(reason: impl Into<String>) -> DecodeError {
 
 /// A decoded record value.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum RecordValue {
     /// A null value: the tombstone Kafka log compaction uses after a delete. Skipped.
     Tombstone,
@@ -96,6 +121,7 @@ pub fn decode_value(value: Option<&[u8]>) -> Result<RecordValue, DecodeError> {
         return Ok(RecordValue::Tombstone);
     };
     let parsed: Value = serde_json::from_slice(bytes).map_err(|e| fail(format!("value: {e}")))?;
+    let timestamps = schema_timestamps(&parsed);
     let parsed = unwrap_payload(parsed);
     let Value::Object(fields) = parsed else {
         return match parsed {
@@ -107,7 +133,72 @@ pub fn decode_value(value: Option<&[u8]>) -> Result<RecordValue, DecodeError> {
     {
         decode_envelope(fields)
     } else {
-        decode_flattened(fields)
+        decode_flattened(fields, timestamps.as_deref())
+    }
+}
+
+/// The paths (`a.b` for nested structs) of the fields a Connect schema wrapper names a
+/// `Timestamp`; `None` when the value carries no struct schema.
+fn schema_timestamps(value: &Value) -> Option<Vec<String>> {
+    let schema = value.get("schema")?;
+    value.get("payload")?;
+    (schema.get("type")? == "struct").then(|| {
+        let mut paths = Vec::new();
+        struct_timestamps(schema, "", &mut paths);
+        paths
+    })
+}
+
+fn struct_timestamps(schema: &Value, prefix: &str, paths: &mut Vec<String>) {
+    let Some(fields) = schema.get("fields").and_then(Value::as_array) else {
+        return;
+    };
+    for field in fields {
+        let Some(name) = field.get("field").and_then(Value::as_str) else {
+            continue;
+        };
+        let path = format!("{prefix}{name}");
+        if field.get("name").and_then(Value::as_str) == Some(CONNECT_TIMESTAMP) {
+            paths.push(path);
+        } else if field.get("type").and_then(Value::as_str) == Some("struct") {
+            struct_timestamps(field, &format!("{path}."), paths);
+        }
+    }
+}
+
+/// Turns the epoch-millisecond dates of a flattened document into RFC 3339 strings: the fields
+/// its schema names `Timestamp`s, or without a schema the integers in [`DATE_FIELDS`].
+fn flattened_dates(fields: &mut Map<String, Value>, timestamps: Option<&[String]>) {
+    match timestamps {
+        Some(paths) => {
+            for path in paths {
+                let mut names = path.split('.');
+                let first = names.next().unwrap_or_default();
+                let mut slot = fields.get_mut(first);
+                for name in names {
+                    slot = slot.and_then(|v| v.get_mut(name));
+                }
+                if let Some(value) = slot {
+                    millis_to_rfc3339(value);
+                }
+            }
+        }
+        None => {
+            for name in DATE_FIELDS {
+                if let Some(value) = fields.get_mut(name) {
+                    millis_to_rfc3339(value);
+                }
+            }
+        }
+    }
+}
+
+fn millis_to_rfc3339(value: &mut Value) {
+    if let Some(at) = value
+        .as_i64()
+        .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+    {
+        *value = Value::String(crate::model::rfc3339::format(&at));
     }
 }
 
@@ -165,15 +256,30 @@ fn decode_envelope(mut fields: Map<String, Value>) -> Result<RecordValue, Decode
     })
 }
 
-fn decode_flattened(mut fields: Map<String, Value>) -> Result<RecordValue, DecodeError> {
-    let deleted = matches!(fields.remove("__deleted"), Some(Value::String(s)) if s == "true")
-        || matches!(fields.get("__deleted"), Some(Value::Bool(true)));
-    fields.remove("__deleted");
+fn decode_flattened(
+    mut fields: Map<String, Value>,
+    timestamps: Option<&[String]>,
+) -> Result<RecordValue, DecodeError> {
+    // A boolean from the transform of today, the string "true" from older ones.
+    let deleted = match fields.remove("__deleted") {
+        Some(Value::Bool(deleted)) => deleted,
+        Some(Value::String(text)) => text == "true",
+        _ => false,
+    };
     let op = match fields.remove("__op") {
         Some(Value::String(code)) => parse_op(&code)?,
         Some(_) => return Err(fail("__op is not a string")),
         None if deleted => Op::Delete,
-        None => Op::Create,
+        None => {
+            MISSING_OP.call_once(|| {
+                tracing::warn!(
+                    "a flattened Debezium record has no __op: taken as a create, so an edit or a \
+                     re-snapshot is delivered again once its deduplication has expired; set \
+                     ExtractNewDocumentState's add.fields=op (deploy/debezium/chat.json does)"
+                );
+            });
+            Op::Create
+        }
     };
     let op = if deleted { Op::Delete } else { op };
     let collection = match fields.remove("__collection") {
@@ -181,16 +287,21 @@ fn decode_flattened(mut fields: Map<String, Value>) -> Result<RecordValue, Decod
         _ => None,
     };
     fields.retain(|name, _| !name.starts_with("__"));
+    if op == Op::Delete {
+        return Ok(RecordValue::Change {
+            op,
+            collection,
+            document: None,
+        });
+    }
     if fields.is_empty() {
         return Err(fail("empty document"));
     }
-    let document = (op != Op::Delete)
-        .then(|| document(Value::Object(fields)))
-        .transpose()?;
+    flattened_dates(&mut fields, timestamps);
     Ok(RecordValue::Change {
         op,
         collection,
-        document,
+        document: Some(document(Value::Object(fields))?),
     })
 }
 
@@ -279,7 +390,7 @@ fn date_value(date: &Value) -> Option<DateTime<Utc>> {
 /// Encodes a change as the record value the Debezium MongoDB connector produces with the JSON
 /// converter and schemas disabled: the envelope, with `after` a relaxed extended-JSON string in
 /// which `message_id` is the `_id` ObjectId and `created_at` a `$date`. (What this project
-/// publishes is keyed by `stream_id`, CONTRACT §7, so the relay sets the key itself.)
+/// publishes is keyed by `stream_id`, so the relay sets the key itself.)
 pub fn encode_change(
     op: Op,
     database: &str,
@@ -445,6 +556,21 @@ mod tests {
         assert_eq!((op, collection.as_deref()), (Op::Create, Some("chat")));
         assert_eq!(doc["message_id"], OID);
         assert!(doc.get("__op").is_none());
+        let message: ChatMessage = serde_json::from_value(doc).expect("a chat message");
+        assert_eq!(message.created_at.timestamp_millis(), 1_700_000_000_000);
+        for deleted in [
+            json!({"__deleted": true}),
+            json!({"__deleted": true, "__op": "d"}),
+        ] {
+            assert!(matches!(
+                decode_value(Some(deleted.to_string().as_bytes())),
+                Ok(RecordValue::Change {
+                    op: Op::Delete,
+                    document: None,
+                    ..
+                })
+            ));
+        }
         let deleted = json!({"_id": OID, "__deleted": "true"});
         assert!(matches!(
             decode_value(Some(deleted.to_string().as_bytes())),
@@ -454,6 +580,31 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_schema_names_the_timestamps_even_nested_and_outside_the_known_fields() {
+        let ms = 1_700_000_000_000_i64;
+        let ts = |field: &str| json!({"type": "int64", "optional": true, "name": CONNECT_TIMESTAMP, "version": 1, "field": field});
+        let record = json!({
+            "schema": {"type": "struct", "optional": false, "fields": [
+                {"type": "string", "optional": true, "field": "_id"},
+                ts("seen_at"),
+                {"type": "int64", "optional": true, "field": "created_at"},
+                {"type": "struct", "optional": true, "field": "meta", "fields": [ts("at")]}
+            ]},
+            "payload": {"_id": OID, "seen_at": ms, "created_at": 7, "meta": {"at": ms}, "__op": "c"}
+        });
+        let RecordValue::Change {
+            document: Some(doc),
+            ..
+        } = decode_value(Some(record.to_string().as_bytes())).expect("decodes")
+        else {
+            panic!("a document");
+        };
+        assert_eq!(doc["seen_at"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(doc["meta"]["at"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(doc["created_at"], 7, "the schema says it is a plain number");
     }
 
     #[test]

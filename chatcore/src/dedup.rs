@@ -2,7 +2,7 @@
 //! completes it with a TTL afterwards, and releases it when processing is abandoned so a retry is
 //! not mistaken for a duplicate.
 //!
-//! Unlike the seed's `EXISTS` then `SET`, a claim is one atomic step: of two consumers racing on
+//! Unlike an `EXISTS` then `SET`, a claim is one atomic step: of two consumers racing on
 //! the same key exactly one gets [`Claim::Acquired`].
 
 use std::collections::HashMap;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::metrics::{Metrics, PolicyLabels};
+use crate::metrics::Metrics;
 
 /// Default time a completed key suppresses duplicates (`DEDUPLICATION_TTL`).
 pub const DEFAULT_DEDUPLICATION_TTL: Duration = Duration::from_secs(5 * 60);
@@ -54,6 +54,7 @@ impl ClaimToken {
 
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Claim {
     /// The caller owns the key until the lease ends and must complete or release it.
     Acquired(ClaimToken),
@@ -66,9 +67,69 @@ pub enum Claim {
 /// The event store could not be reached or answered unexpectedly.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("event store unavailable: {0}")]
-pub struct EventStoreError(pub String);
+pub struct EventStoreError(#[source] pub crate::error::Cause);
 
 /// Remembers which events were processed.
+///
+/// Implementing it: the claim must be one atomic step of the backend (Redis `SET NX PX`, a
+/// conditional insert), never a read followed by a write, or two consumers both process the
+/// event. A toy store on one mutex:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use std::time::{Duration, Instant};
+/// use async_trait::async_trait;
+/// use chatcore::dedup::{Claim, ClaimToken, EventStore, EventStoreError};
+///
+/// #[derive(Default)]
+/// struct MutexStore {
+///     /// key -> (holder while claimed, expiry)
+///     keys: Mutex<HashMap<String, (Option<ClaimToken>, Instant)>>,
+/// }
+///
+/// #[async_trait]
+/// impl EventStore for MutexStore {
+///     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, EventStoreError> {
+///         let mut keys = self.keys.lock().map_err(|_| EventStoreError("poisoned".into()))?;
+///         let now = Instant::now();
+///         match keys.get(key) {
+///             Some((None, expires)) if *expires > now => return Ok(Claim::Completed),
+///             Some((Some(_), expires)) if *expires > now => return Ok(Claim::InProgress),
+///             _ => {}
+///         }
+///         let token = ClaimToken::unique();
+///         keys.insert(key.to_owned(), (Some(token.clone()), now + lease));
+///         Ok(Claim::Acquired(token))
+///     }
+///
+///     async fn complete(&self, key: &str, token: &ClaimToken, ttl: Duration) -> Result<(), EventStoreError> {
+///         let mut keys = self.keys.lock().map_err(|_| EventStoreError("poisoned".into()))?;
+///         if matches!(keys.get(key), Some((Some(holder), _)) if holder == token) {
+///             keys.insert(key.to_owned(), (None, Instant::now() + ttl));
+///         }
+///         Ok(())
+///     }
+///
+///     async fn release(&self, key: &str, token: &ClaimToken) -> Result<(), EventStoreError> {
+///         let mut keys = self.keys.lock().map_err(|_| EventStoreError("poisoned".into()))?;
+///         if matches!(keys.get(key), Some((Some(holder), _)) if holder == token) {
+///             keys.remove(key);
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let store = MutexStore::default();
+/// let lease = Duration::from_secs(30);
+/// let Ok(Claim::Acquired(token)) = store.claim("m1:s1", lease).await else { panic!() };
+/// assert_eq!(store.claim("m1:s1", lease).await.ok(), Some(Claim::InProgress));
+/// store.complete("m1:s1", &token, Duration::from_secs(300)).await.unwrap();
+/// assert_eq!(store.claim("m1:s1", lease).await.ok(), Some(Claim::Completed));
+/// # }
+/// ```
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Atomically claims `key` for `lease` unless it is claimed or completed.
@@ -189,8 +250,9 @@ impl EventStore for InMemoryEventStore {
 
 /// What to do when the event store cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum UnavailablePolicy {
-    /// Process the event anyway, risking a duplicate (the seed's behaviour).
+    /// Process the event anyway, risking a duplicate (the default).
     #[default]
     FailOpen,
     /// Refuse to process; the event is retried later and nothing is committed meanwhile.
@@ -229,6 +291,7 @@ impl Default for DedupConfig {
 
 /// The decision taken before processing an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Admission {
     /// Process it. The token is `None` when the store was unreachable and the policy is fail-open.
     Process(Option<ClaimToken>),
@@ -321,18 +384,14 @@ impl Deduplicator {
 
     fn count_error(&self) {
         self.metrics
-            .event_store_errors
-            .get_or_create(&PolicyLabels {
-                policy: self.config.on_unavailable.label().to_owned(),
-            })
-            .inc();
+            .event_store_error(self.config.on_unavailable.label());
     }
 }
 
 /// Default window of a [`Throttle`]: one notification per conversation per six hours.
 pub const DEFAULT_THROTTLE_TTL: Duration = Duration::from_secs(6 * 60 * 60);
 
-/// Lets the first event of a key through per TTL and suppresses the rest: strategy 2 of the seed,
+/// Lets the first event of a key through per TTL and suppresses the rest: the `separate` strategy,
 /// where an ongoing conversation notifies its receiver once. Built on any [`EventStore`], so it is
 /// shared by every consumer that uses the same store; keys are `throttle:{key}`.
 #[derive(Clone)]

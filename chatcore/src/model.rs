@@ -12,7 +12,8 @@ pub const DEFAULT_MAX_CONTENT_BYTES: usize = 65_536;
 pub const MAX_ID_BYTES: usize = 256;
 
 /// A stored chat message, exactly as it travels on the wire and over the websockets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     /// Unique, time-ordered identifier assigned by the store.
     pub message_id: String,
@@ -30,7 +31,7 @@ pub struct ChatMessage {
 }
 
 impl ChatMessage {
-    /// The idempotency key of this message's delivery: `message_id:stream_id` (CONTRACT §7).
+    /// The idempotency key of this message's delivery: `message_id:stream_id`.
     pub fn event_key(&self) -> String {
         format!("{}:{}", self.message_id, self.stream_id)
     }
@@ -46,34 +47,41 @@ impl ChatMessage {
 }
 
 /// A message as a client posts it, before validation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewChatMessage {
     /// The text: not empty (whitespace only is allowed), at most `MAX_CONTENT_BYTES` bytes of
     /// UTF-8.
-    #[schema(min_length = 1)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub content: String,
     /// Author: 1 to 256 bytes, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 256,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+        )
     )]
     pub sender_id: String,
     /// Recipient: 1 to 256 bytes, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 256,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+        )
     )]
     pub receiver_id: String,
     /// Optional: when present it must equal the stream id computed from the two participants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[0-9a-f]{16}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{16}$"))]
     pub stream_id: Option<String>,
 }
 
 impl NewChatMessage {
-    /// Validates the message against CONTRACT §4 and returns it with its `stream_id` resolved.
+    /// Validates the message (non-empty content within the limit, ids of 1 to 256 bytes without control characters, a `stream_id` that matches the participants) and returns it with its `stream_id` resolved.
     ///
     /// ```
     /// use chatcore::model::NewChatMessage;
@@ -146,6 +154,7 @@ impl ValidMessage {
 
 /// Why a message or a subscription was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ValidationError {
     /// `content` was the empty string.
     #[error("content must not be empty")]
@@ -229,7 +238,8 @@ pub fn check_stream(
 }
 
 /// A purchase state change, notified to the shop owner and the buyer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PurchaseUpdate {
     /// The order.
     pub order_id: String,
@@ -251,7 +261,8 @@ pub struct PurchaseUpdate {
 }
 
 /// A reminder that a payment is due or overdue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PaymentReminder {
     /// The order.
     pub order_id: String,
@@ -269,7 +280,8 @@ pub struct PaymentReminder {
 }
 
 /// A shipment tracking update.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShippingUpdate {
     /// The order.
     pub order_id: String,
@@ -292,6 +304,7 @@ pub struct ShippingUpdate {
 /// `"chat_notification"` or `"review_request"`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum NotificationType {
     /// A chat message for a user who may not have the conversation open.
     ChatNotification,
@@ -307,7 +320,8 @@ pub enum NotificationType {
     Custom(String),
 }
 
-/// On the wire a notification type is a plain string: the four contract names, or a custom one.
+/// On the wire a notification type is a plain string: the four built-in names, or a custom one.
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for NotificationType {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -327,6 +341,7 @@ impl utoipa::PartialSchema for NotificationType {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::ToSchema for NotificationType {}
 
 impl NotificationType {
@@ -363,7 +378,8 @@ impl NotificationType {
 }
 
 /// The envelope of every frame on the notification socket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Notification {
     /// What the payload is.
     pub notification_type: NotificationType,
@@ -371,8 +387,18 @@ pub struct Notification {
     #[serde(with = "rfc3339")]
     pub timestamp: DateTime<Utc>,
     /// The typed payload, as JSON.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub payload: serde_json::Value,
+    /// The recipient's inbox entry: set once the notification is kept, so a
+    /// client can mark it read or resume after it with `since=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{24}$"))]
+    pub notification_id: Option<String>,
+    /// The idempotency key of what produced it (the change event's key, or a push route's
+    /// `Idempotency-Key`): the inbox keeps one entry per source key and recipient, however often
+    /// it is delivered. Never on the wire of the socket.
+    #[serde(skip)]
+    pub source_key: Option<String>,
 }
 
 impl Notification {
@@ -387,7 +413,15 @@ impl Notification {
             notification_type,
             timestamp: Utc::now(),
             payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
+            notification_id: None,
+            source_key: None,
         }
+    }
+
+    /// Sets the source key the inbox deduplicates on, see [`Notification::source_key`].
+    pub fn with_source_key(mut self, key: impl Into<String>) -> Self {
+        self.source_key = Some(key.into());
+        self
     }
 }
 
@@ -401,7 +435,7 @@ pub mod rfc3339 {
         value.to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
-    /// Serializes as [`format`] does.
+    /// Serializes as [`format()`] does.
     pub fn serialize<S: Serializer>(value: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(value))
     }

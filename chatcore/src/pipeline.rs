@@ -21,8 +21,8 @@ use tracing::Instrument;
 
 use crate::change::{ChangeEvent, ChangeSource, Op};
 use crate::dedup::{Admission, ClaimToken, Deduplicator};
-use crate::forward::{Delivery, Forwarder};
-use crate::metrics::{ConsumerLabels, DropReason, Metrics, Outcome};
+use crate::forward::{Delivery, Forwarder, StreamCloser};
+use crate::metrics::{DropReason, Metrics, Outcome};
 use crate::model::{ChatMessage, Notification, DEFAULT_MAX_CONTENT_BYTES};
 use crate::store::CHAT_COLLECTION;
 
@@ -70,8 +70,9 @@ impl RetryPolicy {
 
 /// What happens to an event whose retries ran out.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum FailurePolicy {
-    /// Close the conversation's sockets so clients fall back to history (the seed's choice).
+    /// Close the conversation's sockets so clients fall back to history (the default).
     #[default]
     CloseStream,
     /// Log and move on.
@@ -124,12 +125,12 @@ impl Default for ChatHandler {
 impl ChatHandler {
     /// Decodes a chat message from an event's document.
     pub fn decode(&self, event: &ChangeEvent) -> Result<ChatMessage, DropReason> {
-        let document = event.document.as_ref().ok_or(DropReason::invalid_format)?;
+        let document = event.document.as_ref().ok_or(DropReason::InvalidFormat)?;
         // Deserialized from the borrowed tree: no copy of the whole document on the hot path.
-        let message = ChatMessage::deserialize(document).map_err(|_| DropReason::invalid_format)?;
+        let message = ChatMessage::deserialize(document).map_err(|_| DropReason::InvalidFormat)?;
         message
             .check(self.max_content_bytes)
-            .map_err(|_| DropReason::invalid_format)?;
+            .map_err(|_| DropReason::InvalidFormat)?;
         Ok(message)
     }
 }
@@ -137,7 +138,7 @@ impl ChatHandler {
 impl EventHandler for ChatHandler {
     fn plan(&self, event: &ChangeEvent) -> Result<Plan, DropReason> {
         if event.op != Op::Create || event.collection != CHAT_COLLECTION {
-            return Err(DropReason::ignored_op);
+            return Err(DropReason::IgnoredOp);
         }
         let message = self.decode(event)?;
         let mut deliveries = Vec::with_capacity(2);
@@ -197,6 +198,7 @@ struct Shared {
     handler: Arc<dyn EventHandler>,
     dedup: Deduplicator,
     forwarder: Arc<dyn Forwarder>,
+    closer: Option<Arc<dyn StreamCloser>>,
     config: PipelineConfig,
     metrics: Arc<Metrics>,
 }
@@ -234,10 +236,22 @@ impl Pipeline {
                 handler,
                 dedup,
                 forwarder,
+                closer: None,
                 config,
                 metrics,
             }),
         }
+    }
+
+    /// Closes the conversation's chat sessions through `closer` when the failure policy is
+    /// [`FailurePolicy::CloseStream`] (without one, exhausted chat deliveries are logged and
+    /// skipped).
+    pub fn with_stream_closer(mut self, closer: Arc<dyn StreamCloser>) -> Self {
+        // A pipeline is not shared before it runs, so this always succeeds.
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.closer = Some(closer);
+        }
+        self
     }
 
     /// Consumes the source until it ends or `shutdown` is cancelled, then lets every lane finish
@@ -261,7 +275,7 @@ impl Pipeline {
                 Ok(Some(event)) => {
                     source_failures = 0;
                     let planned = match &event.malformed {
-                        Some(_) => Err(DropReason::invalid_format),
+                        Some(_) => Err(DropReason::InvalidFormat),
                         None => self.shared.handler.plan(&event),
                     };
                     let index = self.shared.lane_of(&event, &planned);
@@ -287,6 +301,19 @@ impl Pipeline {
         while workers.join_next().await.is_some() {}
         self.shared.source.close().await;
     }
+}
+
+/// Gives each notification without a source key the event's key, so the inbox keeps one entry
+/// per event and recipient however often the event is redelivered or its forward retried.
+fn keyed(mut deliveries: Vec<Delivery>, event_key: &str) -> Vec<Delivery> {
+    for delivery in &mut deliveries {
+        if let Delivery::Notify { notification, .. } = delivery {
+            notification
+                .source_key
+                .get_or_insert_with(|| event_key.to_owned());
+        }
+    }
+    deliveries
 }
 
 impl Shared {
@@ -317,14 +344,15 @@ impl Shared {
                 return;
             };
             let Some(token) = token else {
-                self.metrics.drop_event(self.name(), DropReason::duplicate);
+                self.metrics.drop_event(self.name(), DropReason::Duplicate);
                 self.acknowledge(&event).await;
                 return;
             };
-            match self.deliver(plan.deliveries, shutdown).await {
-                Attempts::Delivered => self.metrics.event(self.name(), Outcome::success),
+            let deliveries = keyed(plan.deliveries, &plan.event_key);
+            match self.deliver(deliveries, shutdown).await {
+                Attempts::Delivered => self.metrics.event(self.name(), Outcome::Success),
                 Attempts::Exhausted(failed, error) => {
-                    self.metrics.event(self.name(), Outcome::failed);
+                    self.metrics.event(self.name(), Outcome::Failed);
                     if !self.failover(&event, &failed, &error, shutdown).await {
                         self.dedup.abandon(&plan.event_key, token.as_ref()).await;
                         return;
@@ -373,12 +401,7 @@ impl Shared {
         let mut last_error = String::new();
         for attempt in 0..=retry.max_retries {
             if attempt > 0 {
-                self.metrics
-                    .retries
-                    .get_or_create(&ConsumerLabels {
-                        consumer: self.name().to_owned(),
-                    })
-                    .inc();
+                self.metrics.retry(self.name());
                 tokio::select! {
                     () = shutdown.cancelled() => return Attempts::Interrupted,
                     () = tokio::time::sleep(retry.delay(attempt - 1)) => {}
@@ -428,12 +451,7 @@ impl Shared {
         error: &str,
         shutdown: &CancellationToken,
     ) -> bool {
-        self.metrics
-            .failovers
-            .get_or_create(&ConsumerLabels {
-                consumer: self.name().to_owned(),
-            })
-            .inc();
+        self.metrics.failover(self.name());
         if let FailurePolicy::DeadLetter(target) = &self.config.failure {
             return self.dead_letter(target, event, error, shutdown).await;
         }
@@ -441,11 +459,11 @@ impl Shared {
             match (delivery, &self.config.failure) {
                 (Delivery::Chat(message), FailurePolicy::CloseStream) => {
                     let reason = "delivery failed: fetch history and reconnect";
-                    match self
-                        .forwarder
-                        .close_stream(&message.stream_id, reason)
-                        .await
-                    {
+                    let Some(closer) = &self.closer else {
+                        tracing::error!(message_id = %message.message_id, "retries exhausted and no stream closer is configured: skipped");
+                        continue;
+                    };
+                    match closer.close_stream(&message.stream_id, reason).await {
                         Ok(closed) => {
                             tracing::error!(message_id = %message.message_id, closed, "retries exhausted: closed the stream's sockets")
                         }
@@ -565,17 +583,17 @@ mod tests {
         );
         assert_eq!(
             handler.plan(&event(Op::Update, Some(message.clone()))),
-            Err(DropReason::ignored_op)
+            Err(DropReason::IgnoredOp)
         );
         assert_eq!(
             handler.plan(&event(Op::Create, Some(serde_json::json!({"x": 1})))),
-            Err(DropReason::invalid_format)
+            Err(DropReason::InvalidFormat)
         );
         let mut forged = message;
         forged["stream_id"] = "0000000000000000".into();
         assert_eq!(
             handler.plan(&event(Op::Create, Some(forged))),
-            Err(DropReason::invalid_format)
+            Err(DropReason::InvalidFormat)
         );
     }
 
@@ -611,13 +629,6 @@ mod tests {
         ) -> Result<crate::forward::DeliveryReport, crate::forward::ForwardError> {
             self.0.lock().expect("lock").push(delivery.clone());
             Ok(crate::forward::DeliveryReport::default())
-        }
-        async fn close_stream(
-            &self,
-            _: &str,
-            _: &str,
-        ) -> Result<usize, crate::forward::ForwardError> {
-            Ok(0)
         }
     }
 
@@ -665,9 +676,9 @@ mod tests {
             [0, 1, 2],
             "all acknowledged, in order"
         );
-        assert_eq!(metrics.dropped_count("chat", DropReason::invalid_format), 1);
-        assert_eq!(metrics.dropped_count("chat", DropReason::duplicate), 1);
-        assert_eq!(metrics.event_count("chat", Outcome::success), 1);
+        assert_eq!(metrics.dropped_count("chat", DropReason::InvalidFormat), 1);
+        assert_eq!(metrics.dropped_count("chat", DropReason::Duplicate), 1);
+        assert_eq!(metrics.event_count("chat", Outcome::Success), 1);
         assert_eq!(
             forwarder.0.lock().expect("lock").len(),
             2,

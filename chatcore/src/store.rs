@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::Utc;
 
-use crate::change::{InMemoryChangeFeed, InMemoryChangeSource, Op};
+use crate::change::{
+    ChangeError, ChangeFeed, ChangeSource, InMemoryChangeFeed, InMemoryChangeSource, Op,
+};
+use crate::error::Cause;
 use crate::model::{ChatMessage, ValidMessage};
 
 /// Name of the chat collection, in MongoDB and on the change feed.
@@ -72,13 +75,14 @@ pub struct Inserted {
 
 /// A store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend cannot be reached or timed out; the HTTP layer answers 503.
     #[error("message store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The backend answered with something this code cannot interpret.
     #[error("message store error: {0}")]
-    Backend(String),
+    Backend(#[source] Cause),
     /// A `since` or `before` id is not an id this store ever hands out; the HTTP layer answers 400.
     #[error("invalid message id: {0}")]
     InvalidCursor(String),
@@ -89,6 +93,47 @@ pub enum StoreError {
 /// Message ids must be fixed-width strings that sort (byte-wise) in the order messages were
 /// stored within a stream, as ObjectIds and [`MessageIdGenerator`] ids do: `since`/`before`
 /// paging and gapless resumption rely on it.
+///
+/// Implementing it: a store that wraps another and counts what it stored (a real backend maps
+/// each call to its database, and reports a lost connection as [`StoreError::Unavailable`], which
+/// the HTTP layer answers with 503).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use async_trait::async_trait;
+/// use chatcore::model::{ChatMessage, ValidMessage};
+/// use chatcore::store::{HistoryQuery, InMemoryMessageStore, Inserted, MessageStore, StoreError};
+///
+/// #[derive(Default)]
+/// struct CountingStore {
+///     inner: InMemoryMessageStore,
+///     stored: AtomicU64,
+/// }
+///
+/// #[async_trait]
+/// impl MessageStore for CountingStore {
+///     async fn insert(
+///         &self,
+///         message: ValidMessage,
+///         idempotency_key: Option<&str>,
+///     ) -> Result<Inserted, StoreError> {
+///         let inserted = self.inner.insert(message, idempotency_key).await?;
+///         if inserted.created {
+///             self.stored.fetch_add(1, Ordering::Relaxed);
+///         }
+///         Ok(inserted)
+///     }
+///
+///     async fn history(&self, query: &HistoryQuery) -> Result<Vec<ChatMessage>, StoreError> {
+///         self.inner.history(query).await
+///     }
+///
+///     async fn ping(&self) -> Result<(), StoreError> {
+///         self.inner.ping().await
+///     }
+/// }
+/// # let _ = CountingStore::default();
+/// ```
 #[async_trait]
 pub trait MessageStore: Send + Sync {
     /// Stores a validated message, assigning `message_id` and `created_at`.
@@ -135,6 +180,25 @@ impl Default for MessageIdGenerator {
 }
 
 impl MessageIdGenerator {
+    /// A generator whose ids all sort after `last_id` (an id a generator handed out before, e.g.
+    /// the greatest one a durable store holds), so a restarted process never hands out an id
+    /// below one it already stored. An id of another shape is ignored.
+    pub fn resuming_after(last_id: &str) -> Self {
+        let mut ids = Self::default();
+        let parsed = (last_id.len() == 24)
+            .then(|| {
+                let seconds = u32::from_str_radix(last_id.get(..8)?, 16).ok()?;
+                let sequence = u64::from_str_radix(last_id.get(8..)?, 16).ok()?;
+                Some((seconds, sequence))
+            })
+            .flatten();
+        if let Some((seconds, sequence)) = parsed {
+            ids.last_seconds = seconds;
+            ids.sequence = ids.sequence.max(sequence);
+        }
+        ids
+    }
+
     /// The next id, strictly greater than every id returned before.
     pub fn next_id(&mut self) -> String {
         let now = u32::try_from(Utc::now().timestamp()).unwrap_or(u32::MAX);
@@ -194,6 +258,14 @@ impl InMemoryMessageStore {
     }
 }
 
+/// Consumer groups of the store's own feed.
+#[async_trait]
+impl ChangeFeed for InMemoryMessageStore {
+    async fn subscribe(&self, group: &str) -> Result<Arc<dyn ChangeSource>, ChangeError> {
+        Ok(Arc::new(self.change_source(group)))
+    }
+}
+
 #[async_trait]
 impl MessageStore for InMemoryMessageStore {
     async fn insert(
@@ -210,8 +282,8 @@ impl MessageStore for InMemoryMessageStore {
             });
         }
         let stored = message.into_stored(state.ids.next_id(), Utc::now());
-        let document = serde_json::to_value(&stored)
-            .map_err(|e| StoreError::Backend(format!("cannot encode message: {e}")))?;
+        let document =
+            serde_json::to_value(&stored).map_err(|e| StoreError::Backend(Cause::new(e)))?;
         state
             .streams
             .entry(stored.stream_id.clone())
@@ -309,6 +381,18 @@ mod tests {
             "generators do not collide"
         );
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn a_resumed_generator_sorts_after_the_last_stored_id() {
+        let far_future = format!("{:08x}{:016x}", u32::MAX - 1, u64::MAX >> 1);
+        let mut ids = MessageIdGenerator::resuming_after(&far_future);
+        assert!(ids.next_id() > far_future, "even with the clock behind");
+        let mut fresh = MessageIdGenerator::default();
+        let last = fresh.next_id();
+        assert!(MessageIdGenerator::resuming_after(&last).next_id() > last);
+        let mut ignored = MessageIdGenerator::resuming_after("not an id");
+        assert_eq!(ignored.next_id().len(), 24);
     }
 
     #[tokio::test]

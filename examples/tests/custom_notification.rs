@@ -38,9 +38,11 @@ async fn next_json(socket: &mut Socket) -> Value {
 
 #[tokio::test]
 async fn a_review_request_reaches_the_reviewer_as_a_custom_notification() {
-    let service = example::build_service(AppConfig::default());
-    let metrics = service.chat.metrics.clone();
-    let sockets = service.chat.notification_sockets.clone();
+    let service = example::build_service(AppConfig::default())
+        .await
+        .expect("service");
+    let metrics = service.chat.metrics().clone();
+    let sockets = service.chat.notification_sockets().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -86,7 +88,7 @@ async fn a_review_request_reaches_the_reviewer_as_a_custom_notification() {
         .as_str()
         .is_some_and(|t| t.ends_with('Z')));
     assert_eq!(
-        metrics.dropped_count("reviews", DropReason::invalid_format),
+        metrics.dropped_count("reviews", DropReason::InvalidFormat),
         1
     );
     service.chat.shutdown(Duration::from_secs(5)).await;

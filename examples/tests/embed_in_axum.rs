@@ -43,9 +43,11 @@ async fn next_frame(socket: &mut Socket) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_is_served_inside_the_team_app_and_audited() {
-    let service = example::build_service(AppConfig::default());
+    let service = example::build_service(AppConfig::default())
+        .await
+        .expect("service");
     let audit = service.audit.clone();
-    let chat_sockets = service.chat.chat_sockets.clone();
+    let chat_sockets = service.chat.chat_sockets().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -66,7 +68,7 @@ async fn chat_is_served_inside_the_team_app_and_audited() {
     assert_eq!(hello.status(), 200);
     let hello: Value = hello.json().await.expect("hello JSON");
     assert_eq!(hello["service"], "team");
-    // ... and chatcore's JSON fallback still answers unknown paths.
+    // ... and the team's own JSON fallback answers unknown paths: chatcore's routes have none.
     let missing = within(
         "GET /nowhere",
         http.get(format!("http://{addr}/nowhere")).send(),

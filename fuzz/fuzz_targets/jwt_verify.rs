@@ -51,7 +51,7 @@ use std::time::Instant;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use chatcore::auth::{parse_jwks, AuthConfig, Authenticator, DEFAULT_LEEWAY, MAX_TOKEN_BYTES};
-use chatcore::http::Caller;
+use chatcore::auth::Caller;
 use jsonwebtoken::{get_current_timestamp, Algorithm, EncodingKey};
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 use libfuzzer_sys::fuzz_target;

@@ -22,12 +22,20 @@ fn auth_error(variable: &'static str, reason: impl std::fmt::Display) -> ConfigE
 }
 
 impl Settings {
+    /// The authentication of the client routes `AUTH_MODE` names: JWT, or none.
+    pub fn auth(&self) -> Result<chatcore::app::Auth, ConfigError> {
+        Ok(match self.authenticator()? {
+            Some(authenticator) => chatcore::app::Auth::jwt(authenticator),
+            None => chatcore::app::Auth::disabled(),
+        })
+    }
+
     /// The authenticator of the client routes: `Some` with `AUTH_MODE=jwt`, `None` otherwise.
     /// Reads `AUTH_JWKS_FILE`; every problem is one line naming the variable at fault.
     pub fn authenticator(&self) -> Result<Option<Arc<Authenticator>>, ConfigError> {
-        let secret = Self::present(&self.auth_jwt_secret);
-        let jwks_file = Self::present(&self.auth_jwks_file);
-        if self.auth_mode != Some(AuthMode::Jwt) {
+        let secret = Self::present(&self.auth.jwt_secret);
+        let jwks_file = Self::present(&self.auth.jwks_file);
+        if self.auth.mode != Some(AuthMode::Jwt) {
             return match (secret, jwks_file) {
                 (Some(_), _) => Err(ConfigError::Auth {
                     variable: "AUTH_MODE",
@@ -48,7 +56,7 @@ impl Settings {
                     .to_owned(),
             });
         }
-        let mut config = AuthConfig::default().leeway(self.auth_leeway);
+        let mut config = AuthConfig::default().leeway(self.auth.leeway);
         if let Some(secret) = secret {
             config = config.hs256_secret(secret);
         }
@@ -59,10 +67,10 @@ impl Settings {
             })?;
             config = config.jwks(jwks);
         }
-        if let Some(issuer) = Self::present(&self.auth_issuer) {
+        if let Some(issuer) = Self::present(&self.auth.issuer) {
             config = config.issuer(issuer.trim());
         }
-        if let Some(audiences) = Self::present(&self.auth_audience) {
+        if let Some(audiences) = Self::present(&self.auth.audience) {
             for audience in audiences
                 .split(',')
                 .map(str::trim)
@@ -89,7 +97,7 @@ impl Settings {
         if matches!(role, Role::Relay | Role::ChangeHandler | Role::Email) {
             return Ok(());
         }
-        match self.auth_mode {
+        match self.auth.mode {
             Some(AuthMode::Jwt) => Ok(()),
             Some(AuthMode::None) => {
                 tracing::warn!(
@@ -101,8 +109,8 @@ impl Settings {
             }
             None => {
                 let exposed = [
-                    ("LISTEN_ADDR", Some(self.listen_addr)),
-                    ("INTERNAL_LISTEN_ADDR", self.internal_listen_addr),
+                    ("LISTEN_ADDR", Some(self.server.listen_addr)),
+                    ("INTERNAL_LISTEN_ADDR", self.server.internal_listen_addr),
                 ]
                 .into_iter()
                 .find_map(|(name, addr)| addr.filter(|a| !is_loopback(a)).map(|a| (name, a)));

@@ -1,22 +1,25 @@
-//! The backends the settings name: the message store (MongoDB or in memory) and its change feed,
-//! the event store (Redis or in memory), the Kafka change source and the relay to Kafka.
+//! The backends the settings name: the message store (SQLite, MongoDB or in memory) and its
+//! change feed, the event store (Redis or in memory), the Kafka change source and the relay to
+//! Kafka.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chatcore::app::AppConfig;
-use chatcore::change::ChangeSource;
+use chatcore::change::{ChangeFeed, ChangeSource};
 use chatcore::dedup::{EventStore, InMemoryEventStore, UnavailablePolicy};
 use chatcore::http::ReadinessCheck;
+use chatcore::inbox::{InMemoryInbox, InboxStore};
 use chatcore::store::{InMemoryMessageStore, MessageStore, CHAT_COLLECTION};
-use chatcore_kafka::{KafkaChangeSource, KafkaPublisher, KafkaSourceConfig};
-use chatcore_mongo::{MongoChangeStream, MongoConfig, MongoMessageStore};
+use chatcore_kafka::{KafkaChangeFeed, KafkaChangeSource, KafkaPublisher, KafkaSourceConfig};
+use chatcore_mongo::{MongoChangeStream, MongoConfig, MongoInbox, MongoMessageStore};
 use chatcore_redis::{RedisConfig, RedisEventStore};
+use chatcore_sqlite::{SqliteBackend, SqliteConfig};
 use mongodb::Database;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, StoreKind};
 
 /// A named `/readyz` probe.
 pub(crate) type NamedCheck = (String, ReadinessCheck);
@@ -26,12 +29,12 @@ pub(crate) fn event_store(
     settings: &Settings,
     config: &AppConfig,
 ) -> Result<(Arc<dyn EventStore>, Option<NamedCheck>), ConfigError> {
-    let Some(addr) = Settings::present(&settings.redis_addr) else {
+    let Some(addr) = Settings::present(&settings.event_store.redis_addr) else {
         return Ok((Arc::new(InMemoryEventStore::new()), None));
     };
-    let mut redis = RedisConfig::new(addr, settings.event_store_key_prefix.clone());
-    redis.password = settings.redis_password.clone();
-    redis.db = settings.redis_db;
+    let mut redis = RedisConfig::new(addr, settings.event_store.key_prefix.clone());
+    redis.password = settings.event_store.redis_password.clone();
+    redis.db = settings.event_store.redis_db;
     let store = Arc::new(
         RedisEventStore::new(redis).map_err(|e| ConfigError::Backend {
             variable: "REDIS_ADDR",
@@ -58,10 +61,24 @@ pub(crate) fn kafka_source(
     kafka_source_of(
         settings,
         bootstrap,
-        &settings.kafka_group,
+        &settings.kafka.group,
         CHAT_COLLECTION,
-        &settings.kafka_topic,
+        &settings.kafka.topic,
     )
+}
+
+/// The Kafka topic `topic` (the changes of `collection`) as a change feed: the node opens its
+/// consumer groups on it.
+pub(crate) fn kafka_feed(
+    settings: &Settings,
+    bootstrap: &str,
+    collection: &str,
+    topic: &str,
+) -> KafkaChangeFeed {
+    let mut config = KafkaSourceConfig::new(bootstrap, topic, &settings.kafka.group);
+    config.collection = collection.to_owned();
+    config.ignore_old_messages = settings.kafka.ignore_old_message;
+    KafkaChangeFeed::new(config)
 }
 
 /// A Kafka change source of `topic` (the changes of `collection`) for consumer group `group`.
@@ -74,7 +91,7 @@ pub(crate) fn kafka_source_of(
 ) -> Result<KafkaChangeSource, ConfigError> {
     let mut config = KafkaSourceConfig::new(bootstrap, topic, group);
     config.collection = collection.to_owned();
-    config.ignore_old_messages = settings.ignore_old_message;
+    config.ignore_old_messages = settings.kafka.ignore_old_message;
     KafkaChangeSource::new(config).map_err(|e| ConfigError::Backend {
         variable: "CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS",
         reason: e.to_string(),
@@ -101,34 +118,74 @@ pub(crate) fn mongo_error(error: impl std::fmt::Display) -> ConfigError {
     }
 }
 
+fn sqlite_error(error: chatcore_sqlite::SqliteError) -> ConfigError {
+    ConfigError::Backend {
+        variable: "DATA_DIR",
+        reason: error.to_string(),
+    }
+}
+
 /// The message store the settings name and a way to open consumers of its change feed.
 pub(crate) enum Store {
     Memory(Arc<InMemoryMessageStore>),
+    Sqlite(SqliteBackend),
     Mongo(Database, Duration),
 }
 
 impl Store {
     pub(crate) async fn open(settings: &Settings) -> Result<Self, ConfigError> {
-        let Some(uri) = Settings::present(&settings.mongo_uri) else {
-            return Ok(Self::Memory(Arc::new(InMemoryMessageStore::new())));
+        let uri = match settings.store_kind()? {
+            StoreKind::Memory => return Ok(Self::Memory(Arc::new(InMemoryMessageStore::new()))),
+            StoreKind::Sqlite => {
+                let backend = SqliteBackend::open(SqliteConfig::new(&settings.store.data_dir))
+                    .await
+                    .map_err(sqlite_error)?;
+                return Ok(Self::Sqlite(backend));
+            }
+            StoreKind::Mongo => Settings::required(&settings.mongo.uri, "MONGO_URI", "all")?,
         };
         let config = MongoConfig {
-            timeout: settings.mongo_timeout,
-            ..MongoConfig::new(uri, &settings.mongo_database)
+            timeout: settings.mongo.timeout,
+            ..MongoConfig::new(uri, &settings.mongo.database)
         };
         let database = chatcore_mongo::connect(&config)
             .await
             .map_err(mongo_error)?;
-        Ok(Self::Mongo(database, settings.mongo_timeout))
+        Ok(Self::Mongo(database, settings.mongo.timeout))
     }
 
     pub(crate) async fn message_store(&self) -> Result<Arc<dyn MessageStore>, ConfigError> {
         match self {
             Self::Memory(store) => Ok(store.clone()),
+            Self::Sqlite(backend) => Ok(Arc::new(backend.store())),
             Self::Mongo(database, timeout) => {
                 let store = MongoMessageStore::new(database.clone(), *timeout);
                 store.create_indexes().await.map_err(mongo_error)?;
                 Ok(Arc::new(store))
+            }
+        }
+    }
+
+    /// The notification inbox beside the store: the `notifications` collection (indexes
+    /// created), the SQLite file's table, or in memory, keeping entries for `NOTIFICATION_RETENTION`.
+    pub(crate) async fn inbox(
+        &self,
+        settings: &Settings,
+    ) -> Result<Arc<dyn InboxStore>, ConfigError> {
+        let retention = settings.notifications.retention;
+        if retention.is_zero() {
+            return Err(ConfigError::Invalid {
+                variable: "NOTIFICATION_RETENTION",
+                reason: "must be more than 0s",
+            });
+        }
+        match self {
+            Self::Memory(_) => Ok(Arc::new(InMemoryInbox::with_retention(retention))),
+            Self::Sqlite(backend) => Ok(Arc::new(backend.inbox(retention).map_err(sqlite_error)?)),
+            Self::Mongo(database, timeout) => {
+                let inbox = MongoInbox::new(database.clone(), *timeout, retention);
+                inbox.create_indexes().await.map_err(mongo_error)?;
+                Ok(Arc::new(inbox))
             }
         }
     }
@@ -140,7 +197,7 @@ impl Store {
         consumer: &str,
     ) -> Result<Option<Arc<dyn ChangeSource>>, ConfigError> {
         match self {
-            Self::Memory(_) => Ok(None),
+            Self::Memory(_) | Self::Sqlite(_) => Ok(None),
             Self::Mongo(database, timeout) => Ok(Some(Arc::new(
                 MongoChangeStream::open(database, collection, consumer, *timeout)
                     .await
@@ -149,10 +206,24 @@ impl Store {
         }
     }
 
+    /// The store's own change feed, whose consumer groups the node opens.
+    pub(crate) fn change_feed(&self) -> Arc<dyn ChangeFeed> {
+        match self {
+            Self::Memory(store) => store.clone(),
+            Self::Sqlite(backend) => Arc::new(backend.clone()),
+            Self::Mongo(database, timeout) => {
+                Arc::new(MongoMessageStore::new(database.clone(), *timeout))
+            }
+        }
+    }
+
     /// The store's change feed, read as consumer `consumer`.
     pub(crate) async fn feed(&self, consumer: &str) -> Result<Arc<dyn ChangeSource>, ConfigError> {
         match self {
             Self::Memory(store) => Ok(Arc::new(store.change_source(consumer))),
+            Self::Sqlite(backend) => Ok(Arc::new(
+                backend.subscribe(consumer).await.map_err(sqlite_error)?,
+            )),
             Self::Mongo(database, timeout) => Ok(Arc::new(
                 MongoChangeStream::open(database, CHAT_COLLECTION, consumer, *timeout)
                     .await
@@ -172,12 +243,12 @@ pub(crate) async fn kafka_relay(
     feed: Arc<dyn ChangeSource>,
 ) -> Result<CompanionStarter, ConfigError> {
     let publisher =
-        KafkaPublisher::new(bootstrap, &settings.mongo_database).map_err(kafka_error)?;
+        KafkaPublisher::new(bootstrap, &settings.mongo.database).map_err(kafka_error)?;
     publisher
-        .ensure_topic(&settings.kafka_topic, settings.kafka_topic_partitions)
+        .ensure_topic(&settings.kafka.topic, settings.kafka.topic_partitions)
         .await
         .map_err(kafka_error)?;
-    let topic = settings.kafka_topic.clone();
+    let topic = settings.kafka.topic.clone();
     Ok(Box::new(move |shutdown: CancellationToken| -> Companion {
         Box::pin(chatcore_kafka::relay(feed, publisher, topic, shutdown))
     }))

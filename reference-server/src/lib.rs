@@ -1,9 +1,10 @@
 //! The reference deployment of chatcore: configuration, wiring and serving, shared by the
 //! `chat-server` binary and its end-to-end tests. `chat-server <role>` runs one service of the
-//! seed's topology, or all of them:
+//! split topology, or all of them:
 //!
-//! - `all` (the default): every part in one process. The store is MongoDB with `MONGO_URI`, in
-//!   memory otherwise; the change feed is the store's own feed, or — with
+//! - `all` (the default): every part in one process. The store is one durable SQLite file in
+//!   `DATA_DIR` by default, MongoDB with `MONGO_URI`, or in memory with `STORE=memory`; the
+//!   change feed is the store's own feed, or — with
 //!   `CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS` — the store's changes relayed to Kafka in
 //!   Debezium's shape and consumed back from the topic. The event store is Redis with
 //!   `REDIS_ADDR`, in memory otherwise.
@@ -21,27 +22,25 @@
 //! `AUTH_MODE`, [`run`] refuses listeners off loopback ([`Settings::check_auth_exposure`]).
 
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
 
-mod all_in_one;
 mod auth;
 mod backends;
-mod change_handler;
 pub mod config;
 pub mod email;
-mod relay;
+mod roles;
 pub mod serving;
-mod tiers;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
-pub use all_in_one::{build_app, build_app_with, serve, serve_app, serve_app_with};
-pub use change_handler::{serve_change_handler, ChangeHandler};
 pub use config::{AuthMode, Cli, ConfigError, Role, Settings};
 pub use email::{serve_email, EmailConsumer};
-pub use relay::serve_relay;
+pub use roles::all::{build_app, build_app_with, serve, serve_app, serve_app_with};
+pub use roles::change_handler::{serve_change_handler, ChangeHandler};
+pub use roles::relay::serve_relay;
+pub use roles::tiers::{serve_chat_ws, serve_notifications_ws, serve_persistence};
 pub use serving::{Listeners, ServeOptions};
-pub use tiers::{serve_chat_ws, serve_notifications_ws, serve_persistence};
 
 /// Serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +56,9 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The node's parts do not fit together, or its change feed cannot be opened.
+    #[error(transparent)]
+    Build(#[from] chatcore::app::BuildError),
     /// The role exists in the topology but this build does not run it yet.
     #[error("role {0} is not available in this version of chat-server")]
     Unavailable(&'static str),

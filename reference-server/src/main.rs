@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse_or_exit();
-    init_logging(&cli.settings.log_level, cli.settings.log_format);
+    init_logging(&cli.settings.log.level, cli.settings.log.format);
     let role = cli.role.unwrap_or(Role::All);
     tracing::debug!(?role, "starting");
     match reference_server::run(role, cli.settings, shutdown_signal()).await {

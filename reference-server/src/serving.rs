@@ -54,8 +54,8 @@ impl From<TcpListener> for Listeners {
 impl Listeners {
     /// Binds `LISTEN_ADDR` and, when set, `INTERNAL_LISTEN_ADDR`.
     pub async fn bind(settings: &Settings) -> Result<Self, ServerError> {
-        let public = bind(settings.listen_addr).await?;
-        let internal = match settings.internal_listen_addr {
+        let public = bind(settings.server.listen_addr).await?;
+        let internal = match settings.server.internal_listen_addr {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
@@ -97,10 +97,10 @@ impl Default for ServeOptions {
 impl From<&Settings> for ServeOptions {
     fn from(settings: &Settings) -> Self {
         Self {
-            shutdown_timeout: settings.shutdown_timeout,
-            internal_token: Settings::present(&settings.internal_token).map(str::to_owned),
-            node_id: Settings::present(&settings.node_id).map(str::to_owned),
-            header_read_timeout: settings.header_read_timeout,
+            shutdown_timeout: settings.server.shutdown_timeout,
+            internal_token: Settings::present(&settings.server.internal_token).map(str::to_owned),
+            node_id: Settings::present(&settings.server.node_id).map(str::to_owned),
+            header_read_timeout: settings.server.header_read_timeout,
         }
     }
 }
@@ -118,7 +118,7 @@ impl Routes {
     /// set, every router with the common layers and the node header.
     fn into_routers(self, options: &ServeOptions, split: bool) -> (Router, Option<Router>) {
         let finish = |router: Router| {
-            let router = http::with_common_layers(router);
+            let router = http::with_common_layers(http::with_fallback(router));
             match &options.node_id {
                 Some(node_id) => http::with_node_id(router, node_id),
                 None => router,

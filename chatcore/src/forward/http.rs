@@ -1,5 +1,5 @@
 //! [`HttpForwarder`]: delivers to websocket tiers running in other processes through their
-//! internal routes, the way the seed's change handler called its websocket services.
+//! internal routes, the way a change-handler service calls its websocket services.
 
 use std::time::Duration;
 
@@ -9,11 +9,9 @@ use serde::Deserialize;
 use super::{Delivery, DeliveryReport, ForwardError, Forwarder};
 use crate::model::NotificationType;
 
-/// Header carrying the routing key (`stream_id` or `user_id`), so an L7 balancer can hash on it
-/// as well as on the query parameter.
-pub const ROUTING_KEY_HEADER: &str = "x-routing-key";
+use crate::headers::ROUTING_KEY_HEADER;
 
-/// One remote tier: its base URL and request timeout (the seed's `*_CLIENT_HOST` and
+/// One remote tier: its base URL and request timeout (the `*_CLIENT_HOST` and
 /// `*_CLIENT_TIMEOUT`).
 #[derive(Debug, Clone)]
 pub struct TierEndpoint {
@@ -111,6 +109,7 @@ impl HttpForwarder {
         path_and_query: &str,
         routing_key: &str,
         body: &serde_json::Value,
+        idempotency_key: Option<&str>,
     ) -> Result<reqwest::Response, ForwardError> {
         let mut request = self
             .client
@@ -118,6 +117,9 @@ impl HttpForwarder {
             .timeout(endpoint.timeout)
             .header(ROUTING_KEY_HEADER, routing_key)
             .json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header(crate::headers::IDEMPOTENCY_KEY_HEADER, header_key(key));
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -129,6 +131,18 @@ impl HttpForwarder {
             }
         })
     }
+}
+
+/// A source key as an `Idempotency-Key` value: itself when it is short visible ASCII, otherwise
+/// its SHA-256 (the notification tier accepts at most 256 visible ASCII bytes).
+fn header_key(key: &str) -> String {
+    if key.len() <= 200 && key.bytes().all(|b| b.is_ascii_graphic()) {
+        return key.to_owned();
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// Percent-encodes a query value (ids may hold any non-control character).
@@ -156,8 +170,13 @@ async fn unexpected(response: reqwest::Response) -> ForwardError {
 impl Forwarder for HttpForwarder {
     async fn forward(&self, delivery: &Delivery) -> Result<DeliveryReport, ForwardError> {
         let (endpoint, path, body) = self.route(delivery)?;
+        // The notification tier keeps one inbox entry per key and user, whatever the retries.
+        let key = match delivery {
+            Delivery::Notify { notification, .. } => notification.source_key.as_deref(),
+            Delivery::Chat(_) => None,
+        };
         let response = self
-            .post(endpoint, &path, delivery.routing_key(), &body)
+            .post(endpoint, &path, delivery.routing_key(), &body, key)
             .await?;
         match response.status().as_u16() {
             200 | 206 | 500 => {}
@@ -175,11 +194,14 @@ impl Forwarder for HttpForwarder {
             }),
         }
     }
+}
 
+#[async_trait]
+impl super::StreamCloser for HttpForwarder {
     async fn close_stream(&self, stream_id: &str, reason: &str) -> Result<usize, ForwardError> {
         let body = serde_json::json!({ "stream_id": stream_id, "reason": reason });
         let path = format!("/chat/close-stream?stream_id={stream_id}");
-        let response = self.post(&self.chat, &path, stream_id, &body).await?;
+        let response = self.post(&self.chat, &path, stream_id, &body, None).await?;
         if response.status().as_u16() != 200 {
             return Err(unexpected(response).await);
         }
@@ -194,6 +216,17 @@ impl Forwarder for HttpForwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_or_non_ascii_source_keys_travel_as_their_digest() {
+        assert_eq!(header_key("notify:abc:0123"), "notify:abc:0123");
+        let long = "k".repeat(300);
+        for key in [long.as_str(), "purchases:ordre é:1", "a b"] {
+            let sent = header_key(key);
+            assert!(sent.starts_with("sha256:") && sent.len() == 71, "{sent}");
+            assert_eq!(sent, header_key(key), "deterministic");
+        }
+    }
 
     #[test]
     fn query_values_are_percent_encoded() {

@@ -4,31 +4,32 @@
 //! [`InProcessForwarder`] broadcasts to local [`SocketRegistry`]s (the embedded mode, and the body
 //! of the internal HTTP routes); [`HttpForwarder`] calls remote tiers' internal routes.
 
+#[cfg(feature = "http-client")]
 mod http;
+mod inbox;
 mod throttle;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 
 use crate::model::{ChatMessage, Notification};
-use crate::sockets::{CloseReason, Frame, SocketRegistry, FAILOVER_CLOSE_CODE};
+use crate::sockets::{CloseReason, Frame, FrameText, SocketRegistry, FAILOVER_CLOSE_CODE};
 
-pub use http::{HttpForwarder, TierEndpoint, ROUTING_KEY_HEADER};
+#[cfg(feature = "http-client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
+pub use http::{HttpForwarder, TierEndpoint};
+
+pub use crate::headers::ROUTING_KEY_HEADER;
+pub use inbox::InboxForwarder;
 pub use throttle::ThrottledForwarder;
 
-/// The websocket tiers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Tier {
-    /// Chat sockets, keyed by `stream_id`.
-    Chat,
-    /// Notification sockets, keyed by `user_id`.
-    Notifications,
-}
+pub use crate::sockets::DeliveryReport;
+pub use crate::tier::Tier;
 
 /// One payload for one routing key on one tier.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Delivery {
     /// A chat message to the sessions of its `stream_id`.
     Chat(ChatMessage),
@@ -58,48 +59,40 @@ impl Delivery {
         }
     }
 
-    /// Encodes the websocket frame. Chat frames carry their `message_id` so a session never
-    /// sends the same message twice (retries, replay overlap).
+    /// Encodes the websocket frame. Chat frames carry their `message_id`, and notifications kept
+    /// in the inbox their `notification_id`, so a session never sends the same one twice
+    /// (retries, replay overlap).
     pub fn frame(&self) -> Result<Frame, ForwardError> {
         let encode = |e: serde_json::Error| ForwardError::Encode(e.to_string());
         match self {
             Self::Chat(message) => {
                 let text = serde_json::to_string(message).map_err(encode)?;
                 Ok(Frame::with_id(
-                    Utf8Bytes::from(text),
+                    FrameText::from(text),
                     message.message_id.as_str(),
                 ))
             }
             Self::Notify { notification, .. } => {
-                let text = serde_json::to_string(notification).map_err(encode)?;
-                Ok(Frame::new(Utf8Bytes::from(text)))
+                let text = FrameText::from(serde_json::to_string(notification).map_err(encode)?);
+                Ok(match &notification.notification_id {
+                    Some(id) => Frame::with_id(text, id),
+                    None => Frame::new(text),
+                })
             }
         }
     }
 }
 
-/// How a delivery went: sessions that got the payload and sessions that did not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DeliveryReport {
-    /// Sessions the payload was queued to.
-    pub delivered: usize,
-    /// Sessions that were dead or too slow.
-    pub failed: usize,
-}
-
-impl DeliveryReport {
-    /// True when no session failed (also when there were no sessions at all).
-    pub fn is_complete(&self) -> bool {
-        self.failed == 0
-    }
-}
-
 /// A delivery could not be attempted or its answer was not understood.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ForwardError {
     /// The payload could not be encoded.
     #[error("cannot encode payload: {0}")]
     Encode(String),
+    /// The notification could not be kept in the inbox, so it was not pushed.
+    #[error("inbox unavailable: {0}")]
+    Inbox(String),
     /// The remote tier could not be reached.
     #[error("transport error: {0}")]
     Transport(String),
@@ -117,14 +110,51 @@ pub enum ForwardError {
 }
 
 /// Delivers payloads to websocket tiers.
+///
+/// Implementing it: a decorator that sends chat messages on and drops notifications of muted
+/// users (wrap the node's forwarder with it through the builder's `layer_forwarder`). A report
+/// with failed sessions is `Ok`: the pipeline retries it; an `Err` is a delivery that could not be
+/// attempted.
+///
+/// ```
+/// use std::collections::HashSet;
+/// use std::sync::Arc;
+/// use async_trait::async_trait;
+/// use chatcore::forward::{Delivery, DeliveryReport, ForwardError, Forwarder};
+///
+/// struct Muting {
+///     inner: Arc<dyn Forwarder>,
+///     muted: HashSet<String>,
+/// }
+///
+/// #[async_trait]
+/// impl Forwarder for Muting {
+///     async fn forward(&self, delivery: &Delivery) -> Result<DeliveryReport, ForwardError> {
+///         match delivery {
+///             Delivery::Notify { user_id, .. } if self.muted.contains(user_id) => {
+///                 Ok(DeliveryReport::default())
+///             }
+///             _ => self.inner.forward(delivery).await,
+///         }
+///     }
+/// }
+/// # let _ = |inner: Arc<dyn Forwarder>| Muting { inner, muted: HashSet::new() };
+/// ```
 #[async_trait]
 pub trait Forwarder: Send + Sync {
     /// Delivers one payload and reports per-session results. A report with failures is returned
     /// as `Ok`; the caller decides whether to retry.
     async fn forward(&self, delivery: &Delivery) -> Result<DeliveryReport, ForwardError>;
+}
 
-    /// Closes every chat session of `stream_id` (failover after exhausted retries), returning how
-    /// many were closed.
+/// Closes a conversation's chat sessions: the chat consumer's failure policy after exhausted
+/// retries, so clients reconnect and recover from the store. The tiers' forwarders
+/// ([`InProcessForwarder`], the HTTP forwarder) are closers too; a forwarder that does not reach
+/// chat sessions (e-mail, a notification bridge) need not be one.
+#[async_trait]
+pub trait StreamCloser: Send + Sync {
+    /// Closes every chat session of `stream_id` with the failover code, returning how many were
+    /// closed.
     async fn close_stream(&self, stream_id: &str, reason: &str) -> Result<usize, ForwardError>;
 }
 
@@ -167,7 +197,10 @@ impl Forwarder for InProcessForwarder {
             .broadcast(delivery.routing_key(), &frame);
         Ok(report)
     }
+}
 
+#[async_trait]
+impl StreamCloser for InProcessForwarder {
     async fn close_stream(&self, stream_id: &str, reason: &str) -> Result<usize, ForwardError> {
         Ok(self
             .chat

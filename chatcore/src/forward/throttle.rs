@@ -1,5 +1,5 @@
 //! A forwarder layer that lets one chat notification per conversation through per window: the
-//! seed's strategy 2, where an ongoing conversation notifies its receiver once per
+//! `separate` strategy, where an ongoing conversation notifies its receiver once per
 //! `NOTIFICATION_THROTTLE_TTL` (6 h by default).
 //!
 //! Why a layer around the [`Forwarder`] and not a step of the pipeline: it composes with any
@@ -90,7 +90,7 @@ impl Forwarder for ThrottledForwarder {
             // notifying this conversation right now, which covers this message too.
             Ok(Claim::Completed | Claim::InProgress) => {
                 if let Some((metrics, consumer)) = &self.counted {
-                    metrics.drop_event(consumer, DropReason::throttled);
+                    metrics.drop_event(consumer, DropReason::Throttled);
                 }
                 tracing::debug!(%key, "chat notification throttled");
                 return Ok(DeliveryReport::default());
@@ -110,10 +110,6 @@ impl Forwarder for ThrottledForwarder {
             tracing::warn!(%key, %error, "could not record the throttle window");
         }
         result
-    }
-
-    async fn close_stream(&self, stream_id: &str, reason: &str) -> Result<usize, ForwardError> {
-        self.inner.close_stream(stream_id, reason).await
     }
 }
 
@@ -141,9 +137,6 @@ mod tests {
                 delivered: 1,
                 failed: 0,
             })
-        }
-        async fn close_stream(&self, _: &str, _: &str) -> Result<usize, ForwardError> {
-            Ok(0)
         }
     }
 
@@ -194,7 +187,7 @@ mod tests {
             .expect("suppressed is Ok");
         assert_eq!(calls(), 2, "same conversation and receiver: suppressed");
         assert_eq!(
-            metrics.dropped_count("notifications", DropReason::throttled),
+            metrics.dropped_count("notifications", DropReason::Throttled),
             1
         );
 

@@ -8,7 +8,9 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::inbox::{MarkRead, NotificationPage, UnreadCount};
 use super::{ErrorBody, HistoryPage};
+use crate::inbox::InboxEntry;
 use crate::model::{
     ChatMessage, NewChatMessage, Notification, NotificationType, PaymentReminder, PurchaseUpdate,
     ShippingUpdate,
@@ -21,13 +23,16 @@ use crate::model::{
         description = "Real-time chat and notifications: messages are written once to a store and delivered to websockets from its change feed. With AUTH_MODE=jwt every route but /healthz, /readyz, /metrics and /openapi.json needs a bearer token whose subject is the acting user."
     ),
     paths(
-        super::post_message,
-        super::get_history,
-        super::subscribe_chat,
-        super::subscribe_notifications,
-        super::healthz,
-        super::readyz,
-        super::metrics,
+        super::persistence::post_message,
+        super::persistence::get_history,
+        super::chat_tier::subscribe_chat,
+        super::notification_tier::subscribe_notifications,
+        super::inbox::list_notifications,
+        super::inbox::unread_count,
+        super::inbox::mark_read,
+        super::ops::healthz,
+        super::ops::readyz,
+        super::ops::metrics,
     ),
     components(schemas(
         ChatMessage,
@@ -38,12 +43,17 @@ use crate::model::{
         NotificationType,
         PurchaseUpdate,
         PaymentReminder,
-        ShippingUpdate
+        ShippingUpdate,
+        InboxEntry,
+        NotificationPage,
+        UnreadCount,
+        MarkRead
     )),
     modifiers(&BearerScheme),
     tags(
         (name = "chat", description = "Storing and reading messages"),
         (name = "websockets", description = "Live delivery"),
+        (name = "notifications", description = "The notification inbox: every notification kept, with read state"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -99,6 +109,9 @@ mod tests {
             ("/chat/messages", "get"),
             ("/chat/subscribe", "get"),
             ("/notifications/subscribe", "get"),
+            ("/notifications", "get"),
+            ("/notifications/unread-count", "get"),
+            ("/notifications/read", "post"),
             ("/healthz", "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path}");
@@ -111,6 +124,21 @@ mod tests {
             !paths.contains_key("/chat/forward-to-websocket"),
             "internal routes stay out"
         );
+        let read = &paths["/notifications/read"]["post"];
+        for status in ["200", "400", "401", "403", "413", "503"] {
+            assert!(read["responses"][status].is_object(), "POST read {status}");
+        }
+        let entry = &json["components"]["schemas"]["InboxEntry"]["properties"];
+        for field in [
+            "notification_id",
+            "user_id",
+            "notification_type",
+            "timestamp",
+            "payload",
+            "read_at",
+        ] {
+            assert!(entry[field].is_object(), "InboxEntry.{field}");
+        }
         let schema = &json["components"]["schemas"]["NewChatMessage"];
         let required: Vec<&str> = schema["required"]
             .as_array()

@@ -1,0 +1,148 @@
+//! The chat websocket tier: `GET /chat/subscribe`, with `since=` replay from the store.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use super::params::required;
+use super::upgrade::{socket_slot, upgrade};
+#[cfg(feature = "openapi")]
+use super::ErrorBody;
+use super::{ApiError, QueryParams};
+use crate::auth::Caller;
+use crate::forward::Delivery;
+#[cfg(feature = "openapi")]
+use crate::model::ChatMessage;
+use crate::model::{check_id, check_stream};
+use crate::sockets::{
+    CloseReason, Frame, SessionConfig, SocketQuota, SocketRegistry, Subscription,
+    INTERNAL_ERROR_CLOSE_CODE,
+};
+use crate::store::{HistoryQuery, MessageStore, MAX_HISTORY_LIMIT};
+
+/// State of the chat websocket tier.
+#[derive(Clone)]
+pub struct ChatTierState {
+    /// Chat sessions by `stream_id`.
+    pub sockets: Arc<dyn SocketRegistry>,
+    /// Where `since=` replays come from.
+    pub store: Arc<dyn MessageStore>,
+    /// Session timing.
+    pub session: SessionConfig,
+    /// Sockets per user.
+    pub quota: SocketQuota,
+}
+
+/// `GET /chat/subscribe` (alias `/chat/subscribe-websocket`).
+pub fn chat_tier_router(state: ChatTierState) -> Router {
+    Router::new()
+        .route("/chat/subscribe", get(subscribe_chat))
+        .route("/chat/subscribe-websocket", get(subscribe_chat))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ChatSubscribeParams {
+    pub(super) stream_id: Option<String>,
+    pub(super) sender_id: Option<String>,
+    pub(super) receiver_id: Option<String>,
+    pub(super) since: Option<String>,
+}
+
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        get,
+        path = "/chat/subscribe",
+        tag = "websockets",
+        summary = "Subscribe to a conversation (websocket)",
+        description = "A websocket upgrade; each text frame is a ChatMessage. With `since`, the messages after it are replayed from the store first, with no gap and no duplicate. Close codes: 1001 shutdown, 4000 delivery gave up, 4001 too slow, 1011 history unavailable; reconnect with since=<last message_id>. Alias: `/chat/subscribe-websocket`. Browsers pass the token as `access_token`.",
+        params(
+            ("stream_id" = String, Query, description = "Must match sender_id and receiver_id", pattern = "^[0-9a-f]{16}$"),
+            ("sender_id" = String, Query, description = "The subscribing participant", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+            ("receiver_id" = String, Query, description = "The other participant", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+            ("since" = Option<String>, Query, description = "Replay the messages after this message_id first", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+            ("access_token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers"),
+        ),
+        responses(
+            (status = 101, description = "Switching protocols; frames are ChatMessage JSON", body = ChatMessage),
+            (status = 400, description = "Missing or mismatched parameters, or not a websocket request", body = ErrorBody),
+            (status = 401, description = "Missing or invalid token", body = ErrorBody),
+            (status = 403, description = "The subject is not a participant", body = ErrorBody),
+            (status = 426, description = "The connection cannot be upgraded", body = ErrorBody),
+            (status = 429, description = "The user holds SOCKETS_PER_USER sockets already", body = ErrorBody),
+        ),
+        security((), ("bearer" = [])),
+    )
+)]
+pub(super) async fn subscribe_chat(
+    State(state): State<ChatTierState>,
+    caller: Caller,
+    QueryParams(params): QueryParams<ChatSubscribeParams>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let sender_id = required("sender_id", &params.sender_id)?;
+    let receiver_id = required("receiver_id", &params.receiver_id)?;
+    let given = required("stream_id", &params.stream_id)?;
+    let stream_id = check_stream(Some(given), sender_id, receiver_id)?;
+    caller.require_participant(sender_id, receiver_id)?;
+    if let Some(since) = &params.since {
+        check_id("since", since)?;
+    }
+    let ws = state.session.websocket.apply(upgrade(ws)?);
+    let slot = socket_slot(&state.quota, caller.subject().unwrap_or(sender_id))?;
+    // Registered before the 101 answer: once the client sees the handshake complete, nothing
+    // broadcast to the stream can miss it.
+    let mut subscription = Subscription::open(
+        Arc::clone(&state.sockets),
+        &stream_id,
+        state.session.clone(),
+    );
+    if let Some(since) = &params.since {
+        subscription = subscription.after(since);
+    }
+    let since = params.since;
+    Ok(ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
+        let replay = match since {
+            Some(since) => match replay_after(state.store.as_ref(), &stream_id, since).await {
+                Ok(frames) => frames,
+                Err(error) => {
+                    tracing::warn!(%stream_id, %error, "replay failed; closing the session");
+                    let reason = CloseReason::new(INTERNAL_ERROR_CLOSE_CODE, "history unavailable");
+                    return subscription.refuse(socket, reason).await;
+                }
+            },
+            None => Vec::new(),
+        };
+        subscription.run(socket, replay).await;
+    }))
+}
+
+/// Reads every message of `stream_id` after `since` from the store, page by page, as frames.
+async fn replay_after(
+    store: &dyn MessageStore,
+    stream_id: &str,
+    mut since: String,
+) -> Result<Vec<Frame>, ApiError> {
+    let mut frames = Vec::new();
+    loop {
+        let query = HistoryQuery::stream(stream_id)
+            .since(since.clone())
+            .limit(MAX_HISTORY_LIMIT);
+        let page = store.history(&query).await?;
+        let full = page.len() == MAX_HISTORY_LIMIT;
+        for message in &page {
+            frames.push(Delivery::Chat(message.clone()).frame()?);
+        }
+        match page.last() {
+            Some(last) if full => since = last.message_id.clone(),
+            _ => return Ok(frames),
+        }
+    }
+}
