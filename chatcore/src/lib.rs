@@ -52,7 +52,7 @@
 //! | `ws` | websocket sessions of the chat and notification tiers, and with `http` the node ([`app`]) | axum's `ws`, tokio-tungstenite |
 //! | `auth-jwt` | JWT bearer-token verification | jsonwebtoken |
 //! | `rate-limit` | per-caller limits on the client routes | governor |
-//! | `openapi` | `/openapi.json` and schemas of the model | utoipa |
+//! | `openapi` | `/openapi.json` and schemas of the model (implies `ws`: it describes the websocket routes) | utoipa |
 //! | `prometheus` | counts kept and rendered for `/metrics` ([`metrics`]) | prometheus-client |
 //! | `http-client` | the forwarder to remote tiers | reqwest (rustls) |
 //! | `smtp` | the SMTP e-mail sender | lettre (rustls) |

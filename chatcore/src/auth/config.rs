@@ -20,7 +20,7 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// a websocket handshake).
 pub const ACCESS_TOKEN_PARAM: &str = "access_token";
 
-/// What an [`Authenticator`] accepts.
+/// What an [`Authenticator`](crate::auth::Authenticator) accepts.
 #[derive(Clone)]
 pub struct AuthConfig {
     /// The HS256 shared secret.

@@ -25,7 +25,7 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// The token of a request: `Authorization: Bearer <token>` or, on a websocket upgrade only, the
-/// [`ACCESS_TOKEN_PARAM`] query parameter.
+/// [`ACCESS_TOKEN_PARAM`](crate::auth::ACCESS_TOKEN_PARAM) query parameter.
 pub fn request_token(request: &Request) -> Result<String, AuthError> {
     let from_header = match request.headers().get(header::AUTHORIZATION) {
         None => None,
@@ -56,7 +56,7 @@ pub fn request_token(request: &Request) -> Result<String, AuthError> {
 
 /// Requires a valid token on every route of `router` (apply it before merging into a larger
 /// router; routes merged later are not covered): the caller is put in the request's extensions
-/// as [`Caller::User`], and a request without a valid token is answered 401 JSON with
+/// as [`Caller::User`](crate::auth::Caller::User), and a request without a valid token is answered 401 JSON with
 /// `WWW-Authenticate: Bearer` before it reaches a handler.
 pub fn require_auth(router: Router, authenticator: Arc<Authenticator>) -> Router {
     router.route_layer(axum::middleware::from_fn(

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::model::check_id;
 
-/// Verifies bearer tokens; see the [module documentation](self).
+/// Verifies bearer tokens; see the [module documentation](crate::auth).
 pub struct Authenticator {
     hs256: Option<PinnedKey>,
     by_kid: HashMap<String, PinnedKey>,
