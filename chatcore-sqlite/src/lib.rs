@@ -168,8 +168,8 @@ impl SqliteBackend {
     }
 
     /// The notification inbox, its entries kept for `retention`.
-    pub fn inbox(&self, retention: std::time::Duration) -> Result<SqliteInbox, SqliteError> {
-        SqliteInbox::open(Arc::clone(&self.shared), &self.shared.path, retention)
+    pub async fn inbox(&self, retention: std::time::Duration) -> Result<SqliteInbox, SqliteError> {
+        SqliteInbox::open(Arc::clone(&self.shared), retention).await
     }
 
     /// Joins consumer group `group` of the change feed at its first unfinished event (a new group

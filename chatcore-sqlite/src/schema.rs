@@ -64,6 +64,7 @@ CREATE TABLE notifications (
     kept_at           INTEGER NOT NULL  -- Unix milliseconds, for the retention
 ) WITHOUT ROWID;
 CREATE INDEX notifications_by_user ON notifications (user_id, notification_id);
+CREATE INDEX notifications_by_age ON notifications (kept_at);
 CREATE UNIQUE INDEX notifications_by_source ON notifications (user_id, source_key)
     WHERE source_key IS NOT NULL;
 ";

@@ -1,7 +1,9 @@
 //! The writer thread: the only connection that writes. It blocks for a command, drains whatever
 //! else is queued (up to [`MAX_BATCH`]), applies it all in one `BEGIN IMMEDIATE` transaction and
 //! commits once (`synchronous=FULL`: fsynced before anyone is answered). Under load many POSTs
-//! share one fsync; alone, a POST waits for exactly one.
+//! share one fsync; alone, a POST waits for exactly one. Other components' writes (the inbox)
+//! join the same batches as [`Job`]s, so the file has one writer and nobody waits on SQLite's
+//! busy handler.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -45,6 +47,49 @@ pub(crate) enum Command {
     Flush {
         reply: oneshot::Sender<Result<(), SqliteError>>,
     },
+    /// Another component's write, applied in the batch's transaction.
+    Job(Box<dyn Job>),
+}
+
+/// A write of another component applied inside a batch's transaction, in a savepoint of its own
+/// (a job that fails changes nothing and fails no other command), answered after the commit.
+pub(crate) trait Job: Send {
+    /// Runs the write; `false` when it failed and its changes are to be rolled back.
+    fn apply(&mut self, connection: &Connection) -> bool;
+    /// Answers the caller once the batch is committed (`Ok`) or could not be.
+    fn answer(self: Box<Self>, committed: Result<(), String>);
+}
+
+/// A closure as a [`Job`], its result sent back on a channel.
+struct ClosureJob<T, F> {
+    work: Option<F>,
+    result: Option<rusqlite::Result<T>>,
+    reply: oneshot::Sender<Result<T, SqliteError>>,
+}
+
+impl<T, F> Job for ClosureJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+{
+    fn apply(&mut self, connection: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let result = work(connection);
+        let applied = result.is_ok();
+        self.result = Some(result);
+        applied
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), String>) {
+        let answer = match (committed, self.result) {
+            (Err(reason), _) => Err(SqliteError::Commit(reason)),
+            (Ok(()), Some(result)) => result.map_err(SqliteError::from),
+            (Ok(()), None) => Err(SqliteError::Commit("the write was not applied".into())),
+        };
+        let _ = self.reply.send(answer);
+    }
 }
 
 /// The sending side of the writer's queue.
@@ -61,6 +106,7 @@ impl std::fmt::Debug for Command {
             Self::Join { .. } => "Join",
             Self::Commit { .. } => "Commit",
             Self::Flush { .. } => "Flush",
+            Self::Job(_) => "Job",
         })
     }
 }
@@ -123,6 +169,22 @@ impl Writer {
         self.send(Command::Flush { reply })?;
         answer.await.map_err(|_| SqliteError::WriterStopped)?
     }
+
+    /// Runs `work` on the writer thread in the next batch's transaction and answers its result
+    /// once that transaction is committed (fsynced).
+    pub(crate) async fn transact<T, F>(&self, work: F) -> Result<T, SqliteError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Job(Box::new(ClosureJob {
+            work: Some(work),
+            result: None,
+            reply,
+        })))?;
+        answer.await.map_err(|_| SqliteError::WriterStopped)?
+    }
 }
 
 struct WriterState {
@@ -157,13 +219,13 @@ impl WriterState {
     }
 
     /// Applies a batch in one transaction and answers every command after the commit.
-    fn apply(&mut self, batch: Vec<Command>) {
+    fn apply(&mut self, mut batch: Vec<Command>) {
         let needs_transaction = batch
             .iter()
             .any(|command| !matches!(command, Command::Flush { .. }));
         let mut records = Vec::new();
         let outcome = if needs_transaction {
-            self.commit_batch(&batch, &mut records)
+            self.commit_batch(&mut batch, &mut records)
         } else {
             Ok(batch.iter().map(|_| Answer::Done).collect())
         };
@@ -184,15 +246,15 @@ impl WriterState {
 
     fn commit_batch(
         &mut self,
-        batch: &[Command],
+        batch: &mut [Command],
         records: &mut Vec<(i64, FeedRecord)>,
     ) -> rusqlite::Result<Vec<Answer>> {
-        let transaction = self
+        let mut transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut answers = Vec::with_capacity(batch.len());
         let mut head = self.head;
-        for command in batch {
+        for command in batch.iter_mut() {
             let answer = match command {
                 Command::Insert { message, key, .. } => {
                     let (inserted, record) =
@@ -219,10 +281,17 @@ impl WriterState {
                             "UPDATE consumer_positions SET next_offset = max(next_offset, ?2)
                              WHERE consumer = ?1",
                         )?
-                        .execute(params![group, next_offset])?;
+                        .execute(params![*group, *next_offset])?;
                     Answer::Done
                 }
                 Command::Flush { .. } => Answer::Done,
+                Command::Job(job) => {
+                    let savepoint = transaction.savepoint()?;
+                    if job.apply(&savepoint) {
+                        savepoint.commit()?;
+                    }
+                    Answer::Done
+                }
             };
             answers.push(answer);
         }
@@ -338,6 +407,7 @@ fn answer_all(batch: Vec<Command>, answers: Vec<Answer>) {
             (Command::Upsert { reply, .. } | Command::Flush { reply }, _) => {
                 let _ = reply.send(Ok(()));
             }
+            (Command::Job(job), _) => job.answer(Ok(())),
             _ => {}
         }
     }
@@ -355,6 +425,7 @@ fn fail_all(batch: Vec<Command>, reason: &str) {
             Command::Upsert { reply, .. } | Command::Flush { reply } => {
                 let _ = reply.send(Err(SqliteError::Commit(reason.to_owned())));
             }
+            Command::Job(job) => job.answer(Err(reason.to_owned())),
             Command::Commit { .. } => {}
         }
     }

@@ -348,7 +348,10 @@ async fn the_inbox_passes_the_conformance_suite_and_survives_reopening() {
 
     let dir = TempDir::new();
     let backend = open(&dir).await;
-    let inbox = backend.inbox(Duration::from_secs(3600)).expect("inbox");
+    let inbox = backend
+        .inbox(Duration::from_secs(3600))
+        .await
+        .expect("inbox");
     chatcore::testing::inbox::run_all(&inbox, "sqlite").await;
     let kept = inbox
         .record(
@@ -365,7 +368,10 @@ async fn the_inbox_passes_the_conformance_suite_and_survives_reopening() {
     drop(backend);
 
     let backend = open(&dir).await;
-    let inbox = backend.inbox(Duration::from_secs(3600)).expect("inbox");
+    let inbox = backend
+        .inbox(Duration::from_secs(3600))
+        .await
+        .expect("inbox");
     let listed = inbox.list(&InboxQuery::user("reopen")).await.expect("list");
     assert_eq!(listed, vec![kept.entry.clone()], "kept across reopening");
     let again = inbox
@@ -407,7 +413,10 @@ async fn inbox_entries_past_the_retention_are_gone() {
 
     let dir = TempDir::new();
     let backend = open(&dir).await;
-    let inbox = backend.inbox(Duration::from_millis(50)).expect("inbox");
+    let inbox = backend
+        .inbox(Duration::from_millis(50))
+        .await
+        .expect("inbox");
     let notification = Notification::new(
         NotificationType::custom("review_request"),
         &serde_json::json!({"n": 1}),

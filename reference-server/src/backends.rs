@@ -181,7 +181,9 @@ impl Store {
         }
         match self {
             Self::Memory(_) => Ok(Arc::new(InMemoryInbox::with_retention(retention))),
-            Self::Sqlite(backend) => Ok(Arc::new(backend.inbox(retention).map_err(sqlite_error)?)),
+            Self::Sqlite(backend) => Ok(Arc::new(
+                backend.inbox(retention).await.map_err(sqlite_error)?,
+            )),
             Self::Mongo(database, timeout) => {
                 let inbox = MongoInbox::new(database.clone(), *timeout, retention);
                 inbox.create_indexes().await.map_err(mongo_error)?;
