@@ -430,3 +430,56 @@ fn fail_all(batch: Vec<Command>, reason: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failing job rolls back its own savepoint only: the other commands of its batch commit.
+    #[tokio::test]
+    async fn a_failing_job_changes_nothing_and_fails_no_other_command_of_its_batch() {
+        let dir = std::env::temp_dir().join(format!(
+            "chatcore-sqlite-writer-{}",
+            chatcore::dedup::ClaimToken::unique().as_str()
+        ));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let writer = Writer::start(&dir.join("test.db"), Arc::default(), 16).expect("writer");
+        // The first job holds the writer thread until the others are queued, so they share the
+        // next batch. A first poll of `transact` queues its command.
+        let (release, hold) = mpsc::channel::<()>();
+        let first = writer.transact(move |_| {
+            let _ = hold.recv();
+            Ok(())
+        });
+        let failing = writer.transact(|c| {
+            c.execute_batch(
+                "INSERT INTO user_email (user_id, email, name) VALUES ('ann', 'a@example.com', 'A');
+                 INSERT INTO no_such_table VALUES (1);",
+            )
+        });
+        let succeeding = writer.transact(|c| {
+            c.execute(
+                "INSERT INTO user_email (user_id, email, name) VALUES ('bob', 'b@example.com', 'B')",
+                [],
+            )
+        });
+        tokio::pin!(first, failing, succeeding);
+        assert!(futures::poll!(&mut first).is_pending());
+        assert!(futures::poll!(&mut failing).is_pending());
+        assert!(futures::poll!(&mut succeeding).is_pending());
+        release.send(()).expect("release");
+        first.await.expect("first job");
+        assert!(failing.await.is_err());
+        assert_eq!(succeeding.await.expect("second job"), 1);
+        let users: Vec<String> = writer
+            .transact(|c| {
+                let mut statement = c.prepare("SELECT user_id FROM user_email ORDER BY user_id")?;
+                let rows = statement.query_map([], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await
+            .expect("users");
+        assert_eq!(users, ["bob"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -5,7 +5,7 @@
 //! (e.g. a build of an older commit next to the current one); every round runs each workload on
 //! each server in turn, so before and after share the machine's conditions, and the medians over
 //! the rounds are printed at the end, one line per figure. A server is started for every
-//! workload in role `all` (in-memory store, its own change feed), with the internal routes on a
+//! workload in role `all` (`STORE=memory`: the in-memory store and its own change feed), with the internal routes on a
 //! second listener, `AUTH_MODE=none`, no per-user socket cap and no post rate limit, pings every
 //! `PING_INTERVAL` (5 s here, so heartbeats run during the idle measurement).
 //!
@@ -224,6 +224,9 @@ impl Server {
             .env("PONG_WAIT", "60s")
             .env("SESSION_MAX_AGE", "0s")
             .env("LOG_LEVEL", "warn")
+            // The in-memory store (builds from before the SQLite default ignore it), so the
+            // figures compare the socket path, not the stores.
+            .env("STORE", "memory")
             .stdout(Stdio::null())
             .spawn()
             .expect("start chat-server");
