@@ -64,6 +64,7 @@
 //! that serves HTTP or sends mail.
 
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(all(feature = "http", feature = "ws"))]

@@ -17,7 +17,7 @@ pub use builder::{ChatAppBuilder, ForwarderLayer};
 pub use config::AppConfig;
 pub use error::BuildError;
 pub use node::ChatApp;
-pub use serve::Serve;
+pub use serve::{Serve, DEFAULT_GRACE};
 
 pub use crate::consumers::{
     Consumer, ConsumerSet, DeliveryConfig, KeyPrefixed, NotificationStrategy, NotificationsConfig,
