@@ -21,6 +21,7 @@
 mod change_stream;
 mod directory;
 mod inbox;
+mod order;
 mod store;
 
 use std::time::Duration;

@@ -14,6 +14,7 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 
+use crate::order::{self, Head, Heads, PREVIOUS, PREVIOUS_INDEX};
 use crate::CallError;
 
 /// Collection of idempotency claims: `{_id: "<sender_id>\u{1f}<key>", message_id: ObjectId}`.
@@ -23,22 +24,24 @@ pub const IDEMPOTENCY_COLLECTION: &str = "chat_idempotency";
 const DUPLICATE_KEY: i32 = 11000;
 
 /// The chat message store. Documents are
-/// `{_id: ObjectId, content, created_at: Date, stream_id, sender_id, receiver_id}`; the
-/// `message_id` on the wire is the ObjectId's hex.
+/// `{_id: ObjectId, content, created_at: Date, stream_id, sender_id, receiver_id, previous}`; the
+/// `message_id` on the wire is the ObjectId's hex, and `previous` links the document to its
+/// predecessor in its stream.
 ///
-/// Within a stream, ids must sort in commit order (history paging and `since=` rely on it), but
-/// ObjectIds are made by the client before the write, so two concurrent inserts can commit in the
-/// other order. Inserts of one stream therefore take the id and write under a per-stream lock
-/// (striped), which keeps id order and commit order equal for everything this process writes.
-/// Several persistence processes writing to the same stream at the same instant are not ordered
-/// by this; route a stream's writes to one instance (as the chat tier already is) to keep it.
+/// Within a stream, ids sort in commit order (history paging and `since=` rely on it), even with
+/// several persistence processes writing one stream: each document names its stream's newest
+/// message as `previous`, under a unique index, and its id sorts after that message's; an insert
+/// that loses the race for a predecessor reads the new newest message and links to it. Inserts of
+/// one stream in one process also take a per-stream lock (striped), which remembers each stream's
+/// newest message, so the usual insert is one write. Call [`create_indexes`](Self::create_indexes)
+/// before the first insert: without the unique index, concurrent writers are not ordered.
 #[derive(Debug, Clone)]
 pub struct MongoMessageStore {
     chat: Collection<Document>,
     idempotency: Collection<Document>,
     database: Database,
     timeout: Duration,
-    stripes: Arc<[tokio::sync::Mutex<()>]>,
+    stripes: Arc<[tokio::sync::Mutex<Heads>]>,
 }
 
 /// Number of per-stream insert locks.
@@ -55,6 +58,15 @@ fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     )
 }
 
+/// Whether a duplicate key is on the `previous` index: another writer linked to the same message
+/// first. (Otherwise it is on `_id`.)
+fn is_lost_link(error: &mongodb::error::Error) -> bool {
+    matches!(
+        error.kind.as_ref(),
+        ErrorKind::Write(WriteFailure::WriteError(e)) if e.message.contains(PREVIOUS_INDEX)
+    )
+}
+
 impl MongoMessageStore {
     /// A store on `database` whose every call is bounded by `timeout`.
     pub fn new(database: Database, timeout: Duration) -> Self {
@@ -63,19 +75,22 @@ impl MongoMessageStore {
             idempotency: database.collection(IDEMPOTENCY_COLLECTION),
             database,
             timeout,
-            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| tokio::sync::Mutex::new(Heads::default()))
+                .collect(),
         }
     }
 
-    fn stripe(&self, stream_id: &str) -> &tokio::sync::Mutex<()> {
+    fn stripe(&self, stream_id: &str) -> &tokio::sync::Mutex<Heads> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         stream_id.hash(&mut hasher);
         &self.stripes[(hasher.finish() % self.stripes.len() as u64) as usize]
     }
 
-    /// Creates the `{stream_id: 1, _id: 1}` history index (idempotent).
+    /// Creates the `{stream_id: 1, _id: 1}` history index and the unique, sparse index on
+    /// `previous` that orders concurrent writers of one stream (idempotent).
     pub async fn create_indexes(&self) -> Result<(), StoreError> {
-        let index = IndexModel::builder()
+        let history = IndexModel::builder()
             .keys(doc! { "stream_id": 1, "_id": 1 })
             .options(
                 IndexOptions::builder()
@@ -83,7 +98,17 @@ impl MongoMessageStore {
                     .build(),
             )
             .build();
-        self.bounded(self.chat.create_index(index))
+        let links = IndexModel::builder()
+            .keys(doc! { PREVIOUS: 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(PREVIOUS_INDEX.to_owned())
+                    .unique(true)
+                    .sparse(true)
+                    .build(),
+            )
+            .build();
+        self.bounded(self.chat.create_indexes([history, links]))
             .await
             .map(|_| ())
     }
@@ -133,9 +158,8 @@ impl MongoMessageStore {
         &self,
         claim: &str,
         previous: Option<ObjectId>,
-    ) -> Result<ObjectId, StoreError> {
-        // A new id, taken now under the stream's lock, so the id order stays the commit order.
-        let id = ObjectId::new();
+        id: ObjectId,
+    ) -> Result<(), StoreError> {
         let taken = match previous {
             Some(previous) => {
                 let update = self.idempotency.update_one(
@@ -157,13 +181,158 @@ impl MongoMessageStore {
         };
         if taken {
             tracing::warn!(claim, "idempotency claim without its message taken over");
-            Ok(id)
+            Ok(())
         } else {
-            Err(StoreError::Unavailable(
-                "another request with this idempotency key is storing it".into(),
-            ))
+            Err(claim_lost())
         }
     }
+
+    /// The stream's newest message, read from the store.
+    async fn read_head(&self, stream_id: &str) -> Result<Head, StoreError> {
+        let newest = self
+            .bounded(async {
+                self.chat
+                    .find_one(doc! { "stream_id": stream_id })
+                    .sort(doc! { "_id": -1 })
+                    .projection(doc! { "_id": 1 })
+                    .await
+            })
+            .await?;
+        Ok(newest.and_then(|d| d.get_object_id("_id").ok()))
+    }
+
+    /// Points this request's claim from `from` to `to`, the id it now stores the message under.
+    async fn repoint(&self, claim: &str, from: ObjectId, to: ObjectId) -> Result<(), StoreError> {
+        let update = self.idempotency.update_one(
+            doc! { "_id": claim, "message_id": from },
+            doc! { "$set": { "message_id": to } },
+        );
+        if self.bounded(async { update.await }).await?.matched_count == 1 {
+            Ok(())
+        } else {
+            Err(claim_lost())
+        }
+    }
+
+    /// Best effort: drops this request's claim after its message could not be written, so the
+    /// client's retry claims the key again.
+    async fn release(&self, claim: &str, id: ObjectId) {
+        let _ = self
+            .bounded(async {
+                self.idempotency
+                    .delete_one(doc! { "_id": claim, "message_id": id })
+                    .await
+            })
+            .await;
+    }
+
+    /// Claims `claim` for `id`: `Some` with the first message when the key was used before.
+    async fn claim(&self, claim: &str, id: ObjectId) -> Result<Option<ChatMessage>, StoreError> {
+        // Claimed before the message is written, so a repeat never produces a second change
+        // event.
+        let claimed = crate::bounded(
+            self.timeout,
+            self.idempotency
+                .insert_one(doc! { "_id": claim, "message_id": id }),
+        )
+        .await;
+        match claimed {
+            Ok(_) => Ok(None),
+            Err(CallError::Driver(error)) if is_duplicate_key(&error) => {
+                match self.first_of(claim).await? {
+                    Claimed::Message(message) => Ok(Some(message)),
+                    Claimed::Abandoned(previous) => {
+                        self.take_over(claim, previous, id).await?;
+                        Ok(None)
+                    }
+                }
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// Writes `stored` after the stream's newest message, linking to it; on losing the race for
+    /// that message, reads the new newest one and tries again under a new id (the claim follows).
+    async fn link_and_write(
+        &self,
+        heads: &mut Heads,
+        mut head: Head,
+        mut stored: ChatMessage,
+        mut id: ObjectId,
+        claim: Option<&str>,
+    ) -> Result<ChatMessage, NotWritten> {
+        let stream_id = stored.stream_id.clone();
+        let definitely = |error, id| NotWritten {
+            error,
+            id,
+            maybe_written: false,
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        for attempt in 0.. {
+            let document = to_document(&stored, id, order::link(&stream_id, head));
+            let error = match crate::bounded(self.timeout, self.chat.insert_one(document)).await {
+                Ok(_) => {
+                    heads.remember(&stream_id, Some(id));
+                    return Ok(stored);
+                }
+                Err(CallError::Driver(error)) if is_duplicate_key(&error) => error,
+                // A timeout or a broken connection: the write may still commit.
+                Err(error) => {
+                    return Err(NotWritten {
+                        error: unavailable(error),
+                        id,
+                        maybe_written: true,
+                    })
+                }
+            };
+            if !is_lost_link(&error) {
+                let found = self.find_message(id).await.map_err(|e| definitely(e, id))?;
+                if found.as_ref() == Some(&stored) {
+                    // Our own write, committed by an earlier attempt of the driver.
+                    heads.remember(&stream_id, Some(id));
+                    return Ok(stored);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let error = StoreError::Unavailable(
+                    format!("stream {stream_id} kept moving for {attempt} attempts").into(),
+                );
+                return Err(definitely(error, id));
+            }
+            tracing::debug!(
+                stream_id,
+                attempt,
+                "another writer took this stream's newest message"
+            );
+            tokio::time::sleep(order::backoff(attempt)).await;
+            head = self
+                .read_head(&stream_id)
+                .await
+                .map_err(|e| definitely(e, id))?;
+            let next = order::next_id(head);
+            if let Some(claim) = claim {
+                self.repoint(claim, id, next)
+                    .await
+                    .map_err(|e| definitely(e, id))?;
+            }
+            id = next;
+            stored.message_id = id.to_hex();
+        }
+        unreachable!("the loop returns")
+    }
+}
+
+/// Why [`MongoMessageStore::link_and_write`] gave up, and under which id it last tried.
+struct NotWritten {
+    error: StoreError,
+    id: ObjectId,
+    /// The last write's outcome is unknown: it may commit yet, so its claim must stay (a retry
+    /// with the key waits for it, and takes the claim over only if it never appears).
+    maybe_written: bool,
+}
+
+fn claim_lost() -> StoreError {
+    StoreError::Unavailable("another request with this idempotency key is storing it".into())
 }
 
 /// What the claim of a repeated idempotency key points at.
@@ -174,7 +343,7 @@ enum Claimed {
     Abandoned(Option<ObjectId>),
 }
 
-fn to_document(message: &ChatMessage, id: ObjectId) -> Document {
+fn to_document(message: &ChatMessage, id: ObjectId, previous: mongodb::bson::Bson) -> Document {
     doc! {
         "_id": id,
         "content": &message.content,
@@ -182,6 +351,7 @@ fn to_document(message: &ChatMessage, id: ObjectId) -> Document {
         "stream_id": &message.stream_id,
         "sender_id": &message.sender_id,
         "receiver_id": &message.receiver_id,
+        PREVIOUS: previous,
     }
 }
 
@@ -239,53 +409,39 @@ impl MessageStore for MongoMessageStore {
         message: ValidMessage,
         idempotency_key: Option<&str>,
     ) -> Result<Inserted, StoreError> {
-        let _ordered = self.stripe(message.stream_id()).lock().await;
-        let mut id = ObjectId::new();
+        let mut heads = self.stripe(message.stream_id()).lock().await;
+        let head = match heads.get(message.stream_id()) {
+            Some(head) => head,
+            None => self.read_head(message.stream_id()).await?,
+        };
+        let id = order::next_id(head);
         let claim = idempotency_key.map(|key| format!("{}\u{1f}{key}", message.sender_id()));
         if let Some(claim) = &claim {
-            // Claim the key before writing the message, so a repeat never produces a second
-            // change event.
-            let claimed = crate::bounded(
-                self.timeout,
-                self.idempotency
-                    .insert_one(doc! { "_id": claim, "message_id": id }),
-            )
-            .await;
-            match claimed {
-                Ok(_) => {}
-                Err(CallError::Driver(error)) if is_duplicate_key(&error) => {
-                    match self.first_of(claim).await? {
-                        Claimed::Message(message) => {
-                            return Ok(Inserted {
-                                message,
-                                created: false,
-                            })
-                        }
-                        Claimed::Abandoned(previous) => {
-                            id = self.take_over(claim, previous).await?;
-                        }
-                    }
-                }
-                Err(error) => return Err(unavailable(error)),
+            if let Some(first) = self.claim(claim, id).await? {
+                return Ok(Inserted {
+                    message: first,
+                    created: false,
+                });
             }
         }
+        let stream_id = message.stream_id().to_owned();
         let stored = message.into_stored(id.to_hex(), chrono::Utc::now());
         let written = self
-            .bounded(async { self.chat.insert_one(to_document(&stored, id)).await })
+            .link_and_write(&mut heads, head, stored, id, claim.as_deref())
             .await;
-        if let Err(error) = written {
-            if let Some(claim) = &claim {
-                // Best effort: let the client's retry claim the key again.
-                let _ = self
-                    .bounded(async { self.idempotency.delete_one(doc! { "_id": claim }).await })
-                    .await;
+        match written {
+            Ok(message) => Ok(Inserted {
+                message,
+                created: true,
+            }),
+            Err(failed) => {
+                heads.forget(&stream_id);
+                if let (Some(claim), false) = (&claim, failed.maybe_written) {
+                    self.release(claim, failed.id).await;
+                }
+                Err(failed.error)
             }
-            return Err(error);
         }
-        Ok(Inserted {
-            message: stored,
-            created: true,
-        })
     }
 
     async fn history(&self, query: &HistoryQuery) -> Result<Vec<ChatMessage>, StoreError> {

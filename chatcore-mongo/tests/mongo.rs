@@ -197,6 +197,164 @@ async fn a_claim_whose_first_request_died_is_taken_over_by_the_retry() {
     assert_eq!(count, 1);
 }
 
+/// Found by the soak (scripts/soak.sh): after a persistence process was killed, a conversation's
+/// next messages were written by the other instance, and ObjectIds made by two processes in one
+/// second sort by their random process bytes, so a later message could sort before an earlier
+/// one and a client resuming with `since=` skipped it. Here the other process's message has an id
+/// an hour ahead (a clock ahead, or simply larger process bytes): the next message still sorts
+/// after it.
+#[tokio::test]
+#[ignore = "needs mongo: run scripts/test.sh"]
+async fn a_message_written_after_another_processes_sorts_after_it_even_when_its_id_is_ahead() {
+    let database = database().await;
+    let store = store(&database).await;
+    let first = store
+        .insert(valid("first, here", "alice", "bob"), None)
+        .await
+        .expect("insert")
+        .message;
+    let mut ahead = mongodb::bson::oid::ObjectId::new().bytes();
+    let hour_later = u32::from_be_bytes([ahead[0], ahead[1], ahead[2], ahead[3]]) + 3600;
+    ahead[..4].copy_from_slice(&hour_later.to_be_bytes());
+    let ahead = mongodb::bson::oid::ObjectId::from_bytes(ahead);
+    let first_id = mongodb::bson::oid::ObjectId::parse_str(&first.message_id).expect("oid");
+    // What another chatcore persistence process writes after `first`.
+    database
+        .collection::<mongodb::bson::Document>(CHAT_COLLECTION)
+        .insert_one(doc! {
+            "_id": ahead,
+            "content": "second, elsewhere",
+            "created_at": mongodb::bson::DateTime::now(),
+            "stream_id": &first.stream_id,
+            "sender_id": "bob",
+            "receiver_id": "alice",
+            "previous": first_id,
+        })
+        .await
+        .expect("the other process's write");
+    let third = store
+        .insert(valid("third, here again", "alice", "bob"), Some("third"))
+        .await
+        .expect("insert")
+        .message;
+    assert!(
+        third.message_id > ahead.to_hex(),
+        "{} after {ahead}",
+        third.message_id
+    );
+    let history = store
+        .history(&HistoryQuery::stream(&first.stream_id))
+        .await
+        .expect("history");
+    assert_eq!(
+        contents(&history),
+        ["first, here", "second, elsewhere", "third, here again"]
+    );
+    let resumed = store
+        .history(&HistoryQuery::stream(&first.stream_id).since(ahead.to_hex()))
+        .await
+        .expect("history");
+    assert_eq!(
+        resumed,
+        std::slice::from_ref(&third),
+        "a client resuming after the second gets the third"
+    );
+    let repeat = store
+        .insert(valid("third, here again", "alice", "bob"), Some("third"))
+        .await
+        .expect("repeat");
+    assert!(!repeat.created);
+    assert_eq!(
+        repeat.message, third,
+        "the key follows the id the message was stored under"
+    );
+}
+
+/// Two persistence processes (two clients, two stores) writing one stream at once, with a
+/// client polling `since=` its last message all along: it sees every message, and history, the
+/// `previous` links and the ids agree on one order.
+#[tokio::test]
+#[ignore = "needs mongo: run scripts/test.sh"]
+async fn two_processes_writing_one_stream_at_once_never_make_a_resuming_client_skip() {
+    const WRITERS_PER_STORE: usize = 4;
+    const EACH: usize = 40;
+    let database = database().await;
+    let name = database.name().to_owned();
+    let mut stores = Vec::new();
+    for _ in 0..2 {
+        let own_client = connect(&MongoConfig::new(uri(), &name))
+            .await
+            .expect("client");
+        stores.push(Arc::new(store(&own_client).await));
+    }
+    let stream = chatcore::stream_id::stream_id("alice", "bob");
+    let mut writers = Vec::new();
+    for (s, store) in stores.iter().enumerate() {
+        for w in 0..WRITERS_PER_STORE {
+            let store = Arc::clone(store);
+            writers.push(tokio::spawn(async move {
+                for n in 0..EACH {
+                    let content = format!("store {s} writer {w} message {n}");
+                    // As a client does: a 503 is retried with the same key.
+                    let mut attempts = 0;
+                    while let Err(error) = store
+                        .insert(valid(&content, "alice", "bob"), Some(&content))
+                        .await
+                    {
+                        attempts += 1;
+                        assert!(attempts < 10, "{content}: {error}");
+                    }
+                }
+            }));
+        }
+    }
+    let total = 2 * WRITERS_PER_STORE * EACH;
+    let reader = Arc::clone(&stores[0]);
+    let poll_stream = stream.clone();
+    let polled = tokio::spawn(async move {
+        let mut seen: Vec<ChatMessage> = Vec::new();
+        while seen.len() < total {
+            let mut query = HistoryQuery::stream(&poll_stream).limit(1000);
+            if let Some(last) = seen.last() {
+                query = query.since(last.message_id.clone());
+            }
+            let page = reader.history(&query).await.expect("poll");
+            if page.is_empty() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            seen.extend(page);
+        }
+        seen
+    });
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let polled = timeout(WAIT, polled)
+        .await
+        .expect("the poller saw everything (a skipped message never shows up)")
+        .expect("poller");
+    let history = stores[1]
+        .history(&HistoryQuery::stream(&stream).limit(1000))
+        .await
+        .expect("history");
+    assert_eq!(history.len(), total);
+    assert_eq!(polled, history, "the resuming client missed nothing");
+    let documents: Vec<mongodb::bson::Document> = database
+        .collection(CHAT_COLLECTION)
+        .find(doc! { "stream_id": &stream })
+        .sort(doc! { "_id": 1 })
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("documents");
+    let mut previous = mongodb::bson::Bson::String(stream.clone());
+    for document in &documents {
+        assert_eq!(document.get("previous"), Some(&previous), "{document}");
+        previous = document.get("_id").cloned().expect("_id");
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs mongo: run scripts/test.sh"]
 async fn an_unreachable_server_is_unavailable_within_the_timeout() {
