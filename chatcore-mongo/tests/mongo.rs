@@ -355,6 +355,47 @@ async fn two_processes_writing_one_stream_at_once_never_make_a_resuming_client_s
     }
 }
 
+/// A persistence process whose idea of a stream's newest message is stale (another process
+/// wrote since) loses the race for the link and stores its message under a new id: a socket fed
+/// by the change stream receives exactly what history holds, never the refused attempt (a
+/// server logs no change for an insert it refused with a duplicate key).
+#[tokio::test]
+#[ignore = "needs mongo: run scripts/test.sh"]
+async fn an_insert_refused_for_a_stale_link_never_reaches_a_socket() {
+    let database = database().await;
+    let here = store(&database).await;
+    let other_client = connect(&MongoConfig::new(uri(), database.name()))
+        .await
+        .expect("client");
+    let elsewhere = store(&other_client).await;
+    let source = Arc::new(
+        MongoChangeStream::open(&database, CHAT_COLLECTION, "stale-link", CALL)
+            .await
+            .expect("open"),
+    );
+    let stream = chatcore::stream_id::stream_id("alice", "bob");
+    let reader = {
+        let stream = stream.clone();
+        tokio::spawn(async move { deliver(source, &stream, 3).await })
+    };
+    for (store, content) in [(&here, "first"), (&elsewhere, "second"), (&here, "third")] {
+        store
+            .insert(valid(content, "alice", "bob"), None)
+            .await
+            .expect("insert");
+    }
+    let delivered = timeout(WAIT, reader).await.expect("in time").expect("join");
+    let history = here
+        .history(&HistoryQuery::stream(&stream))
+        .await
+        .expect("history");
+    assert_eq!(contents(&history), ["first", "second", "third"]);
+    assert_eq!(
+        delivered, history,
+        "the socket got what history holds, under the same ids"
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs mongo: run scripts/test.sh"]
 async fn an_unreachable_server_is_unavailable_within_the_timeout() {

@@ -20,6 +20,7 @@ use mongodb::Database;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Settings, StoreKind};
+use crate::startup::retry_backend;
 
 /// A named `/readyz` probe.
 pub(crate) type NamedCheck = (String, ReadinessCheck);
@@ -129,7 +130,31 @@ fn sqlite_error(error: chatcore_sqlite::SqliteError) -> ConfigError {
 pub(crate) enum Store {
     Memory(Arc<InMemoryMessageStore>),
     Sqlite(SqliteBackend),
-    Mongo(Database, Duration),
+    Mongo(MongoHandle),
+}
+
+/// A MongoDB database with its operation timeout (`MONGO_TIMEOUT`) and how long start-up waits
+/// for it to answer (`STARTUP_TIMEOUT`).
+pub(crate) struct MongoHandle {
+    database: Database,
+    timeout: Duration,
+    startup: Duration,
+}
+
+impl MongoHandle {
+    /// Runs `step` against the database until it answers, for up to `STARTUP_TIMEOUT`.
+    async fn at_startup<T, E, F, Fut>(&self, step: F) -> Result<T, ConfigError>
+    where
+        E: std::fmt::Display,
+        F: Fn(Database, Duration) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        retry_backend("mongodb", self.startup, || {
+            let attempt = step(self.database.clone(), self.timeout);
+            async move { attempt.await.map_err(mongo_error) }
+        })
+        .await
+    }
 }
 
 impl Store {
@@ -151,16 +176,26 @@ impl Store {
         let database = chatcore_mongo::connect(&config)
             .await
             .map_err(mongo_error)?;
-        Ok(Self::Mongo(database, settings.mongo.timeout))
+        Ok(Self::Mongo(MongoHandle {
+            database,
+            timeout: settings.mongo.timeout,
+            startup: settings.server.startup_timeout,
+        }))
     }
 
     pub(crate) async fn message_store(&self) -> Result<Arc<dyn MessageStore>, ConfigError> {
         match self {
             Self::Memory(store) => Ok(store.clone()),
             Self::Sqlite(backend) => Ok(Arc::new(backend.store())),
-            Self::Mongo(database, timeout) => {
-                let store = MongoMessageStore::new(database.clone(), *timeout);
-                store.create_indexes().await.map_err(mongo_error)?;
+            Self::Mongo(mongo) => {
+                let store = MongoMessageStore::new(mongo.database.clone(), mongo.timeout);
+                mongo
+                    .at_startup(|database, timeout| async move {
+                        MongoMessageStore::new(database, timeout)
+                            .create_indexes()
+                            .await
+                    })
+                    .await?;
                 Ok(Arc::new(store))
             }
         }
@@ -184,9 +219,15 @@ impl Store {
             Self::Sqlite(backend) => Ok(Arc::new(
                 backend.inbox(retention).await.map_err(sqlite_error)?,
             )),
-            Self::Mongo(database, timeout) => {
-                let inbox = MongoInbox::new(database.clone(), *timeout, retention);
-                inbox.create_indexes().await.map_err(mongo_error)?;
+            Self::Mongo(mongo) => {
+                let inbox = MongoInbox::new(mongo.database.clone(), mongo.timeout, retention);
+                mongo
+                    .at_startup(|database, timeout| async move {
+                        MongoInbox::new(database, timeout, retention)
+                            .create_indexes()
+                            .await
+                    })
+                    .await?;
                 Ok(Arc::new(inbox))
             }
         }
@@ -200,10 +241,12 @@ impl Store {
     ) -> Result<Option<Arc<dyn ChangeSource>>, ConfigError> {
         match self {
             Self::Memory(_) | Self::Sqlite(_) => Ok(None),
-            Self::Mongo(database, timeout) => Ok(Some(Arc::new(
-                MongoChangeStream::open(database, collection, consumer, *timeout)
-                    .await
-                    .map_err(mongo_error)?,
+            Self::Mongo(mongo) => Ok(Some(Arc::new(
+                mongo
+                    .at_startup(|database, timeout| async move {
+                        MongoChangeStream::open(&database, collection, consumer, timeout).await
+                    })
+                    .await?,
             ))),
         }
     }
@@ -213,9 +256,10 @@ impl Store {
         match self {
             Self::Memory(store) => store.clone(),
             Self::Sqlite(backend) => Arc::new(backend.clone()),
-            Self::Mongo(database, timeout) => {
-                Arc::new(MongoMessageStore::new(database.clone(), *timeout))
-            }
+            Self::Mongo(mongo) => Arc::new(MongoMessageStore::new(
+                mongo.database.clone(),
+                mongo.timeout,
+            )),
         }
     }
 
@@ -226,10 +270,12 @@ impl Store {
             Self::Sqlite(backend) => Ok(Arc::new(
                 backend.subscribe(consumer).await.map_err(sqlite_error)?,
             )),
-            Self::Mongo(database, timeout) => Ok(Arc::new(
-                MongoChangeStream::open(database, CHAT_COLLECTION, consumer, *timeout)
-                    .await
-                    .map_err(mongo_error)?,
+            Self::Mongo(mongo) => Ok(Arc::new(
+                mongo
+                    .at_startup(|database, timeout| async move {
+                        MongoChangeStream::open(&database, CHAT_COLLECTION, consumer, timeout).await
+                    })
+                    .await?,
             )),
         }
     }
@@ -246,10 +292,13 @@ pub(crate) async fn kafka_relay(
 ) -> Result<CompanionStarter, ConfigError> {
     let publisher =
         KafkaPublisher::new(bootstrap, &settings.mongo.database).map_err(kafka_error)?;
-    publisher
-        .ensure_topic(&settings.kafka.topic, settings.kafka.topic_partitions)
-        .await
-        .map_err(kafka_error)?;
+    retry_backend("kafka", settings.server.startup_timeout, || async {
+        publisher
+            .ensure_topic(&settings.kafka.topic, settings.kafka.topic_partitions)
+            .await
+            .map_err(kafka_error)
+    })
+    .await?;
     let topic = settings.kafka.topic.clone();
     Ok(Box::new(move |shutdown: CancellationToken| -> Companion {
         Box::pin(chatcore_kafka::relay(feed, publisher, topic, shutdown))

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backends::{event_store, kafka_error, kafka_source_of, mongo_error, NamedCheck};
 use crate::config::{ConfigError, Settings};
 use crate::serving::{serve_routes, Listeners, Routes, ServeOptions};
+use crate::startup::retry_backend;
 use crate::ServerError;
 
 const ROLE: &str = "email";
@@ -88,13 +89,16 @@ impl EmailConsumer {
         let publisher =
             KafkaPublisher::new(bootstrap, &settings.mongo.database).map_err(kafka_error)?;
         let dead_letter_topic = email.dead_letter_topic(&settings.kafka.topic);
-        publisher
-            .ensure_topic(&dead_letter_topic, settings.kafka.topic_partitions)
-            .await
-            .map_err(|e| ConfigError::Backend {
-                variable: "EMAIL_DEAD_LETTER_TOPIC",
-                reason: e.to_string(),
-            })?;
+        retry_backend("kafka", settings.server.startup_timeout, || async {
+            publisher
+                .ensure_topic(&dead_letter_topic, settings.kafka.topic_partitions)
+                .await
+                .map_err(|e| ConfigError::Backend {
+                    variable: "EMAIL_DEAD_LETTER_TOPIC",
+                    reason: e.to_string(),
+                })
+        })
+        .await?;
         let dead_letters = |source_topic: &str| {
             FailurePolicy::DeadLetter(DeadLetterTarget::new(Arc::new(KafkaDeadLetters::new(
                 publisher.clone(),

@@ -30,6 +30,7 @@ pub mod config;
 pub mod email;
 mod roles;
 pub mod serving;
+mod startup;
 
 use std::future::Future;
 use std::net::SocketAddr;

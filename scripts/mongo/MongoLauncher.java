@@ -15,6 +15,13 @@
 //   position after the newest oplog entry, taken before the stream opens, so an event written
 //   meanwhile is delivered again on such a resume rather than lost).
 //
+// As a real server does, a change stream's `getMore` that finds nothing new waits (up to its
+// `maxTimeMS`, 1 s by default) for the next oplog write instead of answering an empty batch at
+// once: the library's cursor rescans the whole oplog on every `getMore`, and a driver whose
+// empty batches come back at once polls in a loop, which made the server slower the longer it
+// ran. Each connection gets a worker thread of its own (up to WORKER_THREADS), so a waiting
+// `getMore` holds up no other client.
+//
 // And so that the Debezium MongoDB connector (which accepts only a replica set) can stream from it:
 // - `hello`/`isMaster` answer as the primary of a one-member replica set named `rs0` (`setName`,
 //   `hosts`, `primary`, `me`, `isWritablePrimary`), with the oplog position as `operationTime`
@@ -30,11 +37,18 @@ import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
 import de.bwaldvogel.mongo.bson.BsonTimestamp;
 import de.bwaldvogel.mongo.bson.Document;
 import de.bwaldvogel.mongo.backend.Cursor;
+import de.bwaldvogel.mongo.backend.CursorRegistry;
 import de.bwaldvogel.mongo.backend.aggregation.Aggregation;
 import de.bwaldvogel.mongo.oplog.Oplog;
 import io.netty.channel.Channel;
+import java.net.InetSocketAddress;
+import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+import org.h2.mvstore.MVStore;
 
 public final class MongoLauncher extends MemoryBackend {
     static final MongoVersion MONGO_6_0 = new MongoVersion() {
@@ -43,6 +57,12 @@ public final class MongoLauncher extends MemoryBackend {
     };
 
     static final String REPLICA_SET = "rs0";
+
+    /** Netty worker threads: one per connection for up to this many connections. */
+    static final int WORKER_THREADS = 128;
+
+    /** Written on every oplog entry; a waiting change-stream `getMore` is woken by it. */
+    static final OplogSignal SIGNAL = new OplogSignal();
 
     private final String me;
 
@@ -56,7 +76,7 @@ public final class MongoLauncher extends MemoryBackend {
             ? new Durable(args[1].substring(3)).version(MONGO_6_0)
             : new MongoLauncher(port).version(MONGO_6_0));
         server.enableOplog(); // off by default; without it `watch()` is refused
-        server.bind("127.0.0.1", port);
+        server.bind(new InetSocketAddress("127.0.0.1", port), 1, WORKER_THREADS);
         Runtime.getRuntime().addShutdownHook(new Thread(server::shutdownNow));
         System.out.println("mongo-java-server listening on " + server.getConnectionString() + ", reporting MongoDB 6.0");
         Thread.currentThread().join(); // until killed
@@ -66,7 +86,8 @@ public final class MongoLauncher extends MemoryBackend {
     public Document handleCommand(Channel channel, String database, String command, Document query) {
         if ("hello".equalsIgnoreCase(command) || "isMaster".equalsIgnoreCase(command)) return hello(channel, database, query);
         BsonTimestamp start = "aggregate".equals(command) && opensChangeStream(query) ? oplogEnd() : null;
-        Document response = super.handleCommand(channel, database, command, query);
+        Document response = awaitingGetMore(getCursorRegistry(), command, query,
+            () -> loggingWrittenInserts(command, query, () -> super.handleCommand(channel, database, command, query)));
         if (start != null && !response.containsKey("operationTime")) response.put("operationTime", start);
         if (start != null || "getMore".equalsIgnoreCase(command)) addPostBatchResumeToken(response);
         return response;
@@ -88,7 +109,7 @@ public final class MongoLauncher extends MemoryBackend {
 
     @Override
     protected Oplog createOplog() {
-        return new NamespacedOplog(super.createOplog());
+        return new SignallingOplog(new NamespacedOplog(super.createOplog()));
     }
 
     /** The library's oplog, whose change streams run their stages on events completed as a server's. */
@@ -223,24 +244,281 @@ public final class MongoLauncher extends MemoryBackend {
         return new BsonTimestamp(getClock().instant(), newest + 1);
     }
 
-    // The persistent backend: H2's MVStore in <file>. The store is committed before each command's
-    // answer, so a write that was answered survives a SIGKILL (MVStore's own background commit
-    // would lose the last second of them, which a journaled MongoDB write never does). The oplog
-    // is a collection of the store like any other, reopened on restart, so a resume token taken
-    // before the restart still resumes. Same change-stream `operationTime` as the memory backend.
+    /** A counter of oplog writes that a change stream's `getMore` can wait on. */
+    static final class OplogSignal {
+        private final AtomicLong writes = new AtomicLong();
+
+        long writes() { return writes.get(); }
+
+        void written() {
+            writes.incrementAndGet();
+            synchronized (this) { notifyAll(); }
+        }
+
+        /** Waits until an oplog write after `seen`, or until `deadline`. */
+        synchronized void awaitWriteAfter(long seen, Instant deadline) throws InterruptedException {
+            while (writes.get() == seen) {
+                long left = Duration.between(Instant.now(), deadline).toMillis();
+                if (left <= 0) return;
+                wait(left);
+            }
+        }
+    }
+
+    /**
+     * The library's oplog, with what a server guarantees: an insert is logged only for the
+     * documents that were written (the library logs every document of an `insert` command, even
+     * one refused with a duplicate key, so a change stream delivered messages that no collection
+     * held), and each entry is written through `write` (which signals [`SIGNAL`]; the durable
+     * backend also commits).
+     */
+    abstract static class WrittenOplog implements Oplog {
+        final Oplog inner;
+
+        WrittenOplog(Oplog inner) { this.inner = inner; }
+
+        /** Writes one oplog entry (or several, for a multi-document insert). */
+        abstract void write(Runnable entry);
+
+        public void handleInsert(String ns, List<Document> documents) {
+            List<HeldInsert> held = HELD.get();
+            if (held != null) held.add(new HeldInsert(this, ns, documents));
+            else write(() -> inner.handleInsert(ns, documents));
+        }
+
+        public void handleUpdate(String ns, Document selector, Document query, List<Object> ids) {
+            write(() -> inner.handleUpdate(ns, selector, query, ids));
+        }
+
+        public void handleDelete(String ns, Document query, List<Object> ids) { write(() -> inner.handleDelete(ns, query, ids)); }
+
+        public void handleDropCollection(String ns) { write(() -> inner.handleDropCollection(ns)); }
+
+        public Cursor createCursor(Document changeStream, String namespace, Aggregation stages) {
+            return inner.createCursor(changeStream, namespace, stages);
+        }
+    }
+
+    /** The memory backend's oplog: entries are signalled as they are written. */
+    static final class SignallingOplog extends WrittenOplog {
+        SignallingOplog(Oplog inner) { super(inner); }
+
+        void write(Runnable entry) {
+            entry.run();
+            SIGNAL.written();
+        }
+    }
+
+    /** The inserts of the `insert` command running on this thread, held until its answer. */
+    static final ThreadLocal<List<HeldInsert>> HELD = new ThreadLocal<>();
+
+    record HeldInsert(WrittenOplog oplog, String ns, List<Document> documents) {}
+
+    /**
+     * Answers an `insert` command, then logs only the documents it wrote: none from the first
+     * write error on for an ordered insert (the default), all but the failed ones otherwise.
+     */
+    static Document loggingWrittenInserts(String command, Document query, Answer answer) {
+        if (!"insert".equalsIgnoreCase(command)) return answer.get();
+        List<HeldInsert> held = new ArrayList<>();
+        HELD.set(held);
+        Document response;
+        try {
+            response = answer.get();
+        } finally {
+            HELD.remove();
+        }
+        java.util.Set<Integer> failed = new java.util.HashSet<>();
+        if (response.get("writeErrors") instanceof List<?> errors) {
+            for (Object error : errors) {
+                if (error instanceof Document e && e.get("index") instanceof Number index) failed.add(index.intValue());
+            }
+        }
+        boolean ordered = !Boolean.FALSE.equals(query.get("ordered"));
+        int firstFailure = failed.stream().mapToInt(Integer::intValue).min().orElse(Integer.MAX_VALUE);
+        for (HeldInsert insert : held) {
+            List<Document> written = new ArrayList<>();
+            for (int i = 0; i < insert.documents().size(); i++) {
+                if (ordered ? i < firstFailure : !failed.contains(i)) written.add(insert.documents().get(i));
+            }
+            if (!written.isEmpty()) insert.oplog().write(() -> insert.oplog().inner.handleInsert(insert.ns(), written));
+        }
+        return response;
+    }
+
+    /** A command as the library answers it. */
+    interface Answer { Document get(); }
+
+    /**
+     * A change stream's `getMore` answered as a server does: when nothing new is in the oplog,
+     * it waits for the next write (up to the command's `maxTimeMS`, 1 s by default) and reads
+     * again, rather than answering an empty batch at once. Other commands are answered as is.
+     */
+    static Document awaitingGetMore(CursorRegistry cursors, String command, Document query, Answer answer) {
+        if (!"getMore".equalsIgnoreCase(command) || !(query.get("getMore") instanceof Number id)
+            || !isChangeStream(cursors, id.longValue())) {
+            return answer.get();
+        }
+        long waitMs = query.get("maxTimeMS") instanceof Number max && max.longValue() > 0 ? max.longValue() : 1000;
+        Instant deadline = Instant.now().plusMillis(waitMs);
+        while (true) {
+            long seen = SIGNAL.writes();
+            Document response = answer.get();
+            if (!emptyBatch(response) || !Instant.now().isBefore(deadline)) return response;
+            try {
+                SIGNAL.awaitWriteAfter(seen, deadline);
+            } catch (InterruptedException stopping) {
+                Thread.currentThread().interrupt();
+                return response;
+            }
+        }
+    }
+
+    private static boolean isChangeStream(CursorRegistry cursors, long id) {
+        try {
+            Cursor cursor = cursors.getCursor(id);
+            return cursor instanceof CompletedCursor || cursor instanceof de.bwaldvogel.mongo.oplog.OplogCursor;
+        } catch (RuntimeException closed) {
+            return false;
+        }
+    }
+
+    private static boolean emptyBatch(Document response) {
+        return response.get("cursor") instanceof Document cursor && cursor.get("nextBatch") instanceof List<?> batch
+            && batch.isEmpty() && cursor.get("id") instanceof Number id && id.longValue() != 0;
+    }
+
+    // The persistent backend: H2's MVStore in <file>, committed only as this class decides (the
+    // store's background auto-commit is off: it would persist whatever happens to be written at
+    // that moment). What a change stream reads, and what a client is told was written, is
+    // committed, and a commit never splits a command from its oplog entry:
+    // - every command runs under the shared side of a lock; a commit takes its exclusive side, so
+    //   it persists only whole commands, each document with its oplog entry (a commit in between
+    //   once persisted a message without its entry, which no change stream then delivered);
+    // - a command's answer waits for a commit of what it wrote (concurrent commands share one);
+    // - a change stream's read (its opening `aggregate` and each `getMore`) commits first and reads
+    //   under the exclusive side too, so it never returns an entry a SIGKILL could still undo, as
+    //   a real server's change streams return only majority-committed writes (without it the relay
+    //   once published a message whose insert died with the server; the client's retry stored it
+    //   again under a new id, and every device showed it twice).
+    // Old chunks are not retained past a commit (retention time 0: safe when only the process
+    // dies, as in the soak, since what it wrote is in the kernel's page cache), so the file reuses
+    // its free space instead of growing by a chunk per commit. The oplog is a collection of the
+    // store like any other, reopened on restart, so a resume token taken before the restart still
+    // resumes; like a real server's capped oplog it keeps a window (OPLOG_WINDOW) of the newest
+    // entries. Same change-stream `operationTime` and `getMore` waiting as the memory backend.
     static final class Durable extends H2Backend {
-        Durable(String file) { super(file); }
+        /** How much oplog history is kept; a consumer further behind than this would miss events. */
+        static final Duration OPLOG_WINDOW = Duration.ofSeconds(Long.getLong("chatcore.oplogWindowSeconds", 600));
+        /** How often the oplog is trimmed. */
+        static final Duration TRIM_EVERY = Duration.ofSeconds(10);
+
+        /** Shared by commands, exclusive for commits and change-stream reads. */
+        private final ReentrantReadWriteLock commits = new ReentrantReadWriteLock(true);
+        private volatile Instant nextTrim = Instant.now().plus(TRIM_EVERY);
+
+        Durable(String file) { this(open(file), new FloorClock()); }
+
+        private Durable(MVStore store, FloorClock clock) {
+            super(store, clock);
+            // The library numbers oplog entries (clock second, counter from 1 at each start): a
+            // server restarted within the second of its newest entry would write entries that
+            // sort before it, and a change stream resuming after that entry would skip them (it
+            // did, in a test that kills the server under load). A real server continues after its
+            // newest entry, so the clock starts in the second after it.
+            clock.floor = Instant.ofEpochSecond(newestOplogSecond() + 1);
+        }
+
+        private long newestOplogSecond() {
+            var oplog = resolveDatabase("local").resolveCollection("oplog.rs", false);
+            if (oplog == null) return 0;
+            return oplog.queryAllAsStream().map(entry -> entry.get("ts")).filter(BsonTimestamp.class::isInstance)
+                .mapToLong(ts -> ((BsonTimestamp) ts).getValue() >>> 32).max().orElse(0);
+        }
+
+        /** The system clock, but never before `floor`. */
+        static final class FloorClock extends java.time.Clock {
+            volatile Instant floor = Instant.EPOCH;
+
+            public java.time.ZoneId getZone() { return java.time.ZoneOffset.UTC; }
+
+            public java.time.Clock withZone(java.time.ZoneId zone) { return this; }
+
+            public Instant instant() {
+                Instant now = Instant.now();
+                return now.isBefore(floor) ? floor : now;
+            }
+        }
+
+        private static MVStore open(String file) {
+            MVStore store = new MVStore.Builder().fileName(file).autoCommitDisabled().open();
+            store.setRetentionTime(0);
+            return store;
+        }
+
+        @Override
+        protected Oplog createOplog() {
+            return new SignallingOplog(super.createOplog());
+        }
 
         @Override
         public Document handleCommand(Channel channel, String database, String command, Document query) {
-            BsonTimestamp start = "aggregate".equals(command) && opensChangeStream(query) ? oplogEnd(this) : null;
-            try {
-                Document response = super.handleCommand(channel, database, command, query);
+            boolean opening = "aggregate".equals(command) && opensChangeStream(query);
+            if (opening || "getMore".equalsIgnoreCase(command)) {
+                BsonTimestamp start = opening ? oplogEnd(this) : null;
+                Document response = awaitingGetMore(getCursorRegistry(), command, query, () -> exclusively(() -> {
+                    commitWritten();
+                    return super.handleCommand(channel, database, command, query);
+                }));
                 if (start != null && !response.containsKey("operationTime")) response.put("operationTime", start);
                 return response;
-            } finally {
-                commit();
             }
+            Document response = shared(() -> loggingWrittenInserts(command, query, () -> super.handleCommand(channel, database, command, query)));
+            shared(this::trimOplog);
+            if (getMvStore().hasUnsavedChanges()) { // else what this command wrote is committed already
+                exclusively(() -> {
+                    commitWritten();
+                    return null;
+                });
+            }
+            return response;
+        }
+
+        private void commitWritten() {
+            if (getMvStore().hasUnsavedChanges()) commit();
+        }
+
+        private Document shared(Answer answer) {
+            commits.readLock().lock();
+            try {
+                return answer.get();
+            } finally {
+                commits.readLock().unlock();
+            }
+        }
+
+        private Document exclusively(Answer answer) {
+            commits.writeLock().lock();
+            try {
+                return answer.get();
+            } finally {
+                commits.writeLock().unlock();
+            }
+        }
+
+        /** Removes oplog entries older than OPLOG_WINDOW, at most every TRIM_EVERY. */
+        private Document trimOplog() {
+            Instant now = Instant.now();
+            if (now.isBefore(nextTrim)) return null;
+            synchronized (this) {
+                if (now.isBefore(nextTrim)) return null;
+                nextTrim = now.plus(TRIM_EVERY);
+            }
+            BsonTimestamp cutoff = new BsonTimestamp(now.minus(OPLOG_WINDOW), 0);
+            int trimmed = resolveDatabase("local").resolveCollection("oplog.rs", false)
+                .deleteDocuments(new Document("ts", new Document("$lt", cutoff)), 0);
+            if (trimmed > 0) System.out.println("oplog: trimmed " + trimmed + " entries older than " + OPLOG_WINDOW);
+            return null;
         }
 
         private static BsonTimestamp oplogEnd(MongoBackend backend) { // as MongoLauncher.oplogEnd

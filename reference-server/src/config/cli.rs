@@ -136,6 +136,7 @@ mod tests {
             "INTERNAL_TOKEN",
             "NODE_ID",
             "SHUTDOWN_TIMEOUT",
+            "STARTUP_TIMEOUT",
             "PING_INTERVAL",
             "PONG_WAIT",
             "WRITE_WAIT",

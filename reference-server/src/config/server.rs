@@ -38,6 +38,16 @@ pub struct ServerSettings {
         value_parser = parse_duration
     )]
     pub shutdown_timeout: Duration,
+    /// How long a role waits at start-up for MongoDB and the Kafka broker to answer (retrying
+    /// with backoff, each failure logged) before it exits.
+    #[arg(
+        long,
+        global = true,
+        env = "STARTUP_TIMEOUT",
+        default_value = "60s",
+        value_parser = parse_duration
+    )]
+    pub startup_timeout: Duration,
     /// A connection that has not sent a complete request head within this time is closed.
     #[arg(
         long,

@@ -370,6 +370,17 @@ fn each_role_names_the_setting_it_misses_in_one_line() {
             &[("MONGO_URI", "mongodb://127.0.0.1:1"), ("MAX_CONTENT_BYTES", "0")],
             "MAX_CONTENT_BYTES must be at least 1",
         ),
+        // A MongoDB that never answers: retried until STARTUP_TIMEOUT, then one line.
+        (
+            &["relay"],
+            &[
+                ("MONGO_URI", "mongodb://127.0.0.1:1"),
+                ("MONGO_TIMEOUT", "200ms"),
+                ("STARTUP_TIMEOUT", "1s"),
+                ("CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"),
+            ],
+            "MONGO_URI: ",
+        ),
     ];
     for (args, vars, expected) in cases {
         let (code, stderr) = chat_server(args, vars);
@@ -504,4 +515,73 @@ async fn notifications_ws_keeps_forwarded_notifications_in_the_mongodb_inbox_and
     let stopping = tokio::spawn(served.stop());
     assert_eq!(socket.next_close_code().await, Some(1001));
     stopping.await.expect("join").expect("graceful stop");
+}
+
+/// A MongoDB wire server of this test's own on `port` (in memory), once it accepts connections.
+async fn own_mongo(classpath: &str, port: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new("java")
+        .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", classpath])
+        .args(["MongoLauncher", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the MongoDB emulator");
+    tokio::time::timeout(WAIT * 3, async {
+        while TcpListener::bind(("127.0.0.1", port)).await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the emulator listens");
+    child
+}
+
+/// A node started before its MongoDB (as after a host reboot, or in the soak when a role is
+/// restarted while the database restarts) waits for it, retrying, instead of exiting on the
+/// first attempt that timed out; once MongoDB answers it serves, and a message goes the whole
+/// production path (store, change stream, relay to Kafka, consumer) to a socket.
+#[tokio::test]
+#[ignore = "needs mongo and kafka: run scripts/test.sh"]
+async fn a_node_started_before_its_mongodb_waits_for_it_and_then_delivers() {
+    let Ok(classpath) = std::env::var("CHATCORE_TEST_MONGO_CLASSPATH") else {
+        eprintln!("CHATCORE_TEST_MONGO_URI names an external server: this test needs the emulator");
+        return;
+    };
+    let kafka = std::env::var("CHATCORE_TEST_KAFKA").expect("CHATCORE_TEST_KAFKA");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
+    let flags = [
+        "--mongo-uri",
+        &uri,
+        "--mongo-timeout",
+        "500ms",
+        "--kafka-bootstrap-servers",
+        &kafka,
+        "--startup-timeout",
+        "60s",
+    ];
+    let starting = tokio::spawn(common::TestServer::start_with(settings(&flags), |b| b));
+    // Several attempts time out meanwhile (each within MONGO_TIMEOUT); the node must still be
+    // waiting, not failed.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        !starting.is_finished(),
+        "the node gave up instead of waiting for MongoDB"
+    );
+    let _mongo = own_mongo(&classpath, port).await;
+    let server = tokio::time::timeout(WAIT * 6, starting)
+        .await
+        .expect("starts once MongoDB answers")
+        .expect("join");
+    let mut socket = server.subscribe_chat("alice", "bob", None).await;
+    let sent = server.send("after the wait", "alice", "bob").await;
+    let frame = socket.next_json().await;
+    assert_eq!(frame["id"], sent["id"], "{frame}");
+    assert_eq!(frame["content"], "after the wait");
+    server.stop().await.expect("stops");
 }
