@@ -37,13 +37,11 @@ scripts/services.sh status
 step "services of two checkouts side by side stay apart (scripts/services-isolation-test.sh)"
 scripts/services-isolation-test.sh
 
-step "cargo test (all, including service-dependent tests; the soak is run by scripts/soak.sh)"
+step "cargo test (all, including service-dependent tests; the soak runs in the next step)"
 cargo test --workspace --locked -- --include-ignored --skip soak_under_faults
 
-# The soak under faults (scripts/soak.sh) is not run here: a 1-minute run found a message of one
-# conversation delivered after a newer one on all four of its devices when a persistence
-# instance was killed and came back (two instances writing one conversation for a moment, ids
-# out of commit order), so it fails some runs until that is fixed. Run it by hand.
+step "a short soak under faults: 2 minutes, a component SIGKILLed every 12 s (scripts/soak.sh)"
+SOAK_FAULT_EVERY="${SOAK_FAULT_EVERY:-12}" scripts/soak.sh "${SOAK_MINUTES:-2}"
 
 step "schemathesis against /openapi.json of a running chat-server (no 5xx, answers as documented)"
 scripts/schemathesis.sh

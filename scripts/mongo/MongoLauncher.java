@@ -86,7 +86,7 @@ public final class MongoLauncher extends MemoryBackend {
     public Document handleCommand(Channel channel, String database, String command, Document query) {
         if ("hello".equalsIgnoreCase(command) || "isMaster".equalsIgnoreCase(command)) return hello(channel, database, query);
         BsonTimestamp start = "aggregate".equals(command) && opensChangeStream(query) ? oplogEnd() : null;
-        Document response = awaitingGetMore(getCursorRegistry(), command, query,
+        Document response = awaitingGetMore(getCursorRegistry(), database, command, query,
             () -> loggingWrittenInserts(command, query, () -> super.handleCommand(channel, database, command, query)));
         if (start != null && !response.containsKey("operationTime")) response.put("operationTime", start);
         if (start != null || "getMore".equalsIgnoreCase(command)) addPostBatchResumeToken(response);
@@ -244,20 +244,33 @@ public final class MongoLauncher extends MemoryBackend {
         return new BsonTimestamp(getClock().instant(), newest + 1);
     }
 
-    /** A counter of oplog writes that a change stream's `getMore` can wait on. */
+    /**
+     * Counters of oplog writes, in all and per namespace, that a change stream's `getMore` can
+     * wait on: a stream of one collection is woken only by writes to it (the others, such as each
+     * consumer's checkpoint update, would only make it scan the oplog again for nothing).
+     */
     static final class OplogSignal {
         private final AtomicLong writes = new AtomicLong();
+        private final java.util.concurrent.ConcurrentHashMap<String, AtomicLong> byNamespace =
+            new java.util.concurrent.ConcurrentHashMap<>();
 
-        long writes() { return writes.get(); }
+        private AtomicLong counter(String namespace) {
+            return namespace == null ? writes : byNamespace.computeIfAbsent(namespace, n -> new AtomicLong());
+        }
 
-        void written() {
+        /** Writes so far to `namespace` (`null`: to any). */
+        long writes(String namespace) { return counter(namespace).get(); }
+
+        void written(String namespace) {
             writes.incrementAndGet();
+            if (namespace != null) counter(namespace).incrementAndGet();
             synchronized (this) { notifyAll(); }
         }
 
-        /** Waits until an oplog write after `seen`, or until `deadline`. */
-        synchronized void awaitWriteAfter(long seen, Instant deadline) throws InterruptedException {
-            while (writes.get() == seen) {
+        /** Waits until a write to `namespace` (`null`: any) after `seen`, or until `deadline`. */
+        synchronized void awaitWriteAfter(String namespace, long seen, Instant deadline) throws InterruptedException {
+            AtomicLong counter = counter(namespace);
+            while (counter.get() == seen) {
                 long left = Duration.between(Instant.now(), deadline).toMillis();
                 if (left <= 0) return;
                 wait(left);
@@ -278,21 +291,21 @@ public final class MongoLauncher extends MemoryBackend {
         WrittenOplog(Oplog inner) { this.inner = inner; }
 
         /** Writes one oplog entry (or several, for a multi-document insert). */
-        abstract void write(Runnable entry);
+        abstract void write(String ns, Runnable entry);
 
         public void handleInsert(String ns, List<Document> documents) {
             List<HeldInsert> held = HELD.get();
             if (held != null) held.add(new HeldInsert(this, ns, documents));
-            else write(() -> inner.handleInsert(ns, documents));
+            else write(ns, () -> inner.handleInsert(ns, documents));
         }
 
         public void handleUpdate(String ns, Document selector, Document query, List<Object> ids) {
-            write(() -> inner.handleUpdate(ns, selector, query, ids));
+            write(ns, () -> inner.handleUpdate(ns, selector, query, ids));
         }
 
-        public void handleDelete(String ns, Document query, List<Object> ids) { write(() -> inner.handleDelete(ns, query, ids)); }
+        public void handleDelete(String ns, Document query, List<Object> ids) { write(ns, () -> inner.handleDelete(ns, query, ids)); }
 
-        public void handleDropCollection(String ns) { write(() -> inner.handleDropCollection(ns)); }
+        public void handleDropCollection(String ns) { write(ns, () -> inner.handleDropCollection(ns)); }
 
         public Cursor createCursor(Document changeStream, String namespace, Aggregation stages) {
             return inner.createCursor(changeStream, namespace, stages);
@@ -303,9 +316,9 @@ public final class MongoLauncher extends MemoryBackend {
     static final class SignallingOplog extends WrittenOplog {
         SignallingOplog(Oplog inner) { super(inner); }
 
-        void write(Runnable entry) {
+        void write(String ns, Runnable entry) {
             entry.run();
-            SIGNAL.written();
+            SIGNAL.written(ns);
         }
     }
 
@@ -341,7 +354,7 @@ public final class MongoLauncher extends MemoryBackend {
             for (int i = 0; i < insert.documents().size(); i++) {
                 if (ordered ? i < firstFailure : !failed.contains(i)) written.add(insert.documents().get(i));
             }
-            if (!written.isEmpty()) insert.oplog().write(() -> insert.oplog().inner.handleInsert(insert.ns(), written));
+            if (!written.isEmpty()) insert.oplog().write(insert.ns(), () -> insert.oplog().inner.handleInsert(insert.ns(), written));
         }
         return response;
     }
@@ -354,19 +367,22 @@ public final class MongoLauncher extends MemoryBackend {
      * it waits for the next write (up to the command's `maxTimeMS`, 1 s by default) and reads
      * again, rather than answering an empty batch at once. Other commands are answered as is.
      */
-    static Document awaitingGetMore(CursorRegistry cursors, String command, Document query, Answer answer) {
+    static Document awaitingGetMore(CursorRegistry cursors, String database, String command, Document query, Answer answer) {
         if (!"getMore".equalsIgnoreCase(command) || !(query.get("getMore") instanceof Number id)
             || !isChangeStream(cursors, id.longValue())) {
             return answer.get();
         }
         long waitMs = query.get("maxTimeMS") instanceof Number max && max.longValue() > 0 ? max.longValue() : 1000;
         Instant deadline = Instant.now().plusMillis(waitMs);
+        // A stream of one collection names it; a database's or the cluster's names `$cmd.aggregate`.
+        String namespace = query.get("collection") instanceof String collection && !collection.contains("$")
+            ? database + "." + collection : null;
         while (true) {
-            long seen = SIGNAL.writes();
+            long seen = SIGNAL.writes(namespace);
             Document response = answer.get();
             if (!emptyBatch(response) || !Instant.now().isBefore(deadline)) return response;
             try {
-                SIGNAL.awaitWriteAfter(seen, deadline);
+                SIGNAL.awaitWriteAfter(namespace, seen, deadline);
             } catch (InterruptedException stopping) {
                 Thread.currentThread().interrupt();
                 return response;
@@ -409,8 +425,8 @@ public final class MongoLauncher extends MemoryBackend {
     // entries. Same change-stream `operationTime` and `getMore` waiting as the memory backend.
     static final class Durable extends H2Backend {
         /** How much oplog history is kept; a consumer further behind than this would miss events. */
-        static final Duration OPLOG_WINDOW = Duration.ofSeconds(Long.getLong("chatcore.oplogWindowSeconds", 600));
-        /** How often the oplog is trimmed. */
+        static final Duration OPLOG_WINDOW = Duration.ofSeconds(Long.getLong("chatcore.oplogWindowSeconds", 300));
+        /** How often the oplog is trimmed and the file compacted. */
         static final Duration TRIM_EVERY = Duration.ofSeconds(10);
 
         /** Shared by commands, exclusive for commits and change-stream reads. */
@@ -466,7 +482,7 @@ public final class MongoLauncher extends MemoryBackend {
             boolean opening = "aggregate".equals(command) && opensChangeStream(query);
             if (opening || "getMore".equalsIgnoreCase(command)) {
                 BsonTimestamp start = opening ? oplogEnd(this) : null;
-                Document response = awaitingGetMore(getCursorRegistry(), command, query, () -> exclusively(() -> {
+                Document response = awaitingGetMore(getCursorRegistry(), database, command, query, () -> exclusively(() -> {
                     commitWritten();
                     return super.handleCommand(channel, database, command, query);
                 }));
@@ -474,7 +490,10 @@ public final class MongoLauncher extends MemoryBackend {
                 return response;
             }
             Document response = shared(() -> loggingWrittenInserts(command, query, () -> super.handleCommand(channel, database, command, query)));
-            shared(this::trimOplog);
+            if (maintenanceDue()) {
+                shared(this::trimOplog);
+                exclusively(this::compact);
+            }
             if (getMvStore().hasUnsavedChanges()) { // else what this command wrote is committed already
                 exclusively(() -> {
                     commitWritten();
@@ -506,14 +525,28 @@ public final class MongoLauncher extends MemoryBackend {
             }
         }
 
-        /** Removes oplog entries older than OPLOG_WINDOW, at most every TRIM_EVERY. */
+        /** Whether TRIM_EVERY has passed since the last maintenance (then it is due, once). */
+        private synchronized boolean maintenanceDue() {
+            Instant now = Instant.now();
+            if (now.isBefore(nextTrim)) return false;
+            nextTrim = now.plus(TRIM_EVERY);
+            return true;
+        }
+
+        /**
+         * Rewrites the live pages of mostly dead chunks (each commit writes a chunk; the chunks
+         * it supersedes stay partly live), so their space can be reused and the file stops
+         * growing by the commits' garbage; then commits.
+         */
+        private Document compact() {
+            getMvStore().compact(80, 16 << 20);
+            commitWritten();
+            return null;
+        }
+
+        /** Removes oplog entries older than OPLOG_WINDOW. */
         private Document trimOplog() {
             Instant now = Instant.now();
-            if (now.isBefore(nextTrim)) return null;
-            synchronized (this) {
-                if (now.isBefore(nextTrim)) return null;
-                nextTrim = now.plus(TRIM_EVERY);
-            }
             BsonTimestamp cutoff = new BsonTimestamp(now.minus(OPLOG_WINDOW), 0);
             int trimmed = resolveDatabase("local").resolveCollection("oplog.rs", false)
                 .deleteDocuments(new Document("ts", new Document("$lt", cutoff)), 0);
