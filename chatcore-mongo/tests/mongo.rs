@@ -2,6 +2,8 @@
 //! `scripts/services.sh` (`CHATCORE_TEST_MONGO_URI`; point it at a real MongoDB 6+ replica set to
 //! run the same tests there).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -619,35 +621,6 @@ async fn the_relay_puts_decodable_debezium_records_on_kafka() {
         .expect("join");
 }
 
-/// A wire server of this test's own, so it can be stopped and started again.
-async fn own_server(classpath: &str, port: u16) -> tokio::process::Child {
-    let child = tokio::process::Command::new("java")
-        .args([
-            "-Xmx256m",
-            "-XX:TieredStopAtLevel=1",
-            "-cp",
-            classpath,
-            "MongoLauncher",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the MongoDB emulator");
-    timeout(WAIT, async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the emulator listens");
-    child
-}
-
 #[tokio::test]
 #[ignore = "needs mongo: run scripts/test.sh"]
 async fn a_stopped_server_is_unavailable_within_the_timeout_and_the_store_recovers() {
@@ -660,7 +633,7 @@ async fn a_stopped_server_is_unavailable_within_the_timeout_and_the_store_recove
         .local_addr()
         .expect("addr")
         .port();
-    let mut server = own_server(&classpath, port).await;
+    let mut server = common::wire_server(&classpath, port, None).await;
     let config = MongoConfig {
         timeout: Duration::from_secs(1),
         ..MongoConfig::new(
@@ -691,7 +664,7 @@ async fn a_stopped_server_is_unavailable_within_the_timeout_and_the_store_recove
         "answered within the timeout: {:?}",
         started.elapsed()
     );
-    let _server = own_server(&classpath, port).await;
+    let _server = common::wire_server(&classpath, port, None).await;
     let recovered = timeout(WAIT, async {
         loop {
             if let Ok(inserted) = store.insert(valid("after", "alice", "bob"), None).await {

@@ -2,8 +2,9 @@
 //! server of `scripts/services.sh` on its persistent H2 backend (it keeps its data and oplog),
 //! started by this test on a port of its own (`CHATCORE_TEST_MONGO_CLASSPATH`).
 
+mod common;
+
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,36 +23,6 @@ use tokio_util::sync::CancellationToken;
 const WAIT: Duration = Duration::from_secs(60);
 const CALL: Duration = Duration::from_secs(2);
 const ROUNDS: usize = 4;
-
-/// The durable wire server on `port`, keeping its data in `file`, once it accepts connections.
-async fn durable_server(classpath: &str, port: u16, file: &Path) -> tokio::process::Child {
-    let child = tokio::process::Command::new("java")
-        .args([
-            "-Xmx256m",
-            "-XX:TieredStopAtLevel=1",
-            "-cp",
-            classpath,
-            "MongoLauncher",
-            &port.to_string(),
-            &format!("h2:{}", file.display()),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the MongoDB emulator");
-    timeout(WAIT, async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the emulator listens");
-    child
-}
 
 fn message(n: usize) -> chatcore::model::ValidMessage {
     NewChatMessage {
@@ -94,7 +65,7 @@ async fn a_killed_database_never_delivers_a_write_it_lost_and_loses_no_acknowled
         .local_addr()
         .expect("addr")
         .port();
-    let mut server = durable_server(&classpath, port, &file).await;
+    let mut server = common::wire_server(&classpath, port, Some(&file)).await;
     let config = MongoConfig {
         timeout: CALL,
         ..MongoConfig::new(
@@ -164,7 +135,7 @@ async fn a_killed_database_never_delivers_a_write_it_lost_and_loses_no_acknowled
         let before = acked.lock().expect("acked").len();
         tokio::time::sleep(random_pause()).await;
         server.kill().await.expect("SIGKILL");
-        server = durable_server(&classpath, port, &file).await;
+        server = common::wire_server(&classpath, port, Some(&file)).await;
         timeout(WAIT, async {
             while acked.lock().expect("acked").len() < before + 20 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
