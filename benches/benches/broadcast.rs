@@ -36,7 +36,7 @@ impl Fixture {
         let message = NewChatMessage {
             content: "hi, are we still on for tomorrow?".into(),
             sender_id: "user123".into(),
-            receiver_id: "user456".into(),
+            receiver_id: Some("user456".into()),
             stream_id: None,
         }
         .validate(DEFAULT_MAX_CONTENT_BYTES)

@@ -20,7 +20,7 @@ fn new_message(content: String) -> NewChatMessage {
     NewChatMessage {
         content,
         sender_id: SENDER.into(),
-        receiver_id: RECEIVER.into(),
+        receiver_id: Some(RECEIVER.into()),
         // Supplied, so validation also compares it with the recomputed one.
         stream_id: Some(stream_id(SENDER, RECEIVER)),
     }

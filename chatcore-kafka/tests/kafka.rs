@@ -75,7 +75,7 @@ fn message(
     NewChatMessage {
         content: content.into(),
         sender_id: sender.into(),
-        receiver_id: receiver.into(),
+        receiver_id: Some(receiver.into()),
         stream_id: None,
     }
     .validate(65_536)
@@ -434,7 +434,7 @@ async fn the_relays_records_decode_back_to_the_stored_messages() {
         let valid = NewChatMessage {
             content: format!("relayed {n} ✓"),
             sender_id: "alice".into(),
-            receiver_id: "bob".into(),
+            receiver_id: Some("bob".into()),
             stream_id: None,
         }
         .validate(65_536)

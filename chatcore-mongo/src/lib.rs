@@ -11,7 +11,11 @@
 //!   completed event;
 //! - [`MongoUserDirectory`]: recipients of e-mail notifications from `user_email`;
 //! - [`MongoInbox`]: the [`chatcore::inbox::InboxStore`] on the `notifications` collection, with
-//!   a TTL index for the retention.
+//!   a TTL index for the retention;
+//! - [`MongoConversations`]: the [`chatcore::conversation::ConversationStore`] on the
+//!   `conversations`, `read_markers` and `conversation_view` collections: groups changed
+//!   atomically without transactions (optimistic, on the members read), monotonic read markers
+//!   and the conversation list's view, each write a guarded upsert.
 //!
 //! Everything here sticks to what MongoDB 6+ replica sets support.
 
@@ -19,6 +23,7 @@
 #![deny(unreachable_pub)]
 
 mod change_stream;
+mod conversations;
 mod directory;
 mod inbox;
 mod order;
@@ -30,6 +35,7 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 
 pub use change_stream::{MongoChangeStream, CHECKPOINT_COLLECTION};
+pub use conversations::MongoConversations;
 pub use directory::{MongoUserDirectory, USER_EMAIL_COLLECTION};
 pub use inbox::MongoInbox;
 pub use store::{MongoMessageStore, IDEMPOTENCY_COLLECTION};

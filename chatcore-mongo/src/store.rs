@@ -24,7 +24,8 @@ pub const IDEMPOTENCY_COLLECTION: &str = "chat_idempotency";
 const DUPLICATE_KEY: i32 = 11000;
 
 /// The chat message store. Documents are
-/// `{_id: ObjectId, content, created_at: Date, stream_id, sender_id, receiver_id, previous}`; the
+/// `{_id: ObjectId, content, created_at: Date, stream_id, sender_id, receiver_id?, previous}` (a
+/// group message has no `receiver_id`); the
 /// `message_id` on the wire is the ObjectId's hex, and `previous` links the document to its
 /// predecessor in its stream.
 ///
@@ -343,16 +344,20 @@ enum Claimed {
     Abandoned(Option<ObjectId>),
 }
 
+/// A group message has no `receiver_id` field.
 fn to_document(message: &ChatMessage, id: ObjectId, previous: mongodb::bson::Bson) -> Document {
-    doc! {
+    let mut document = doc! {
         "_id": id,
         "content": &message.content,
         "created_at": BsonDateTime::from_millis(message.created_at.timestamp_millis()),
         "stream_id": &message.stream_id,
         "sender_id": &message.sender_id,
-        "receiver_id": &message.receiver_id,
-        PREVIOUS: previous,
+    };
+    if let Some(receiver_id) = &message.receiver_id {
+        document.insert("receiver_id", receiver_id);
     }
+    document.insert(PREVIOUS, previous);
+    document
 }
 
 fn from_document(document: &Document) -> Result<ChatMessage, StoreError> {
@@ -377,7 +382,10 @@ fn from_document(document: &Document) -> Result<ChatMessage, StoreError> {
             .ok_or_else(|| bad("created_at"))?,
         stream_id: text("stream_id")?,
         sender_id: text("sender_id")?,
-        receiver_id: text("receiver_id")?,
+        receiver_id: match document.get("receiver_id") {
+            None | Some(mongodb::bson::Bson::Null) => None,
+            Some(_) => Some(text("receiver_id")?),
+        },
     })
 }
 

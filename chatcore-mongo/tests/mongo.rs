@@ -51,7 +51,7 @@ fn valid(content: &str, sender: &str, receiver: &str) -> chatcore::model::ValidM
     NewChatMessage {
         content: content.into(),
         sender_id: sender.into(),
-        receiver_id: receiver.into(),
+        receiver_id: Some(receiver.into()),
         stream_id: None,
     }
     .validate(65_536)

@@ -28,7 +28,7 @@ fn message(n: usize) -> chatcore::model::ValidMessage {
     NewChatMessage {
         content: format!("m{n}"),
         sender_id: "alice".into(),
-        receiver_id: "bob".into(),
+        receiver_id: Some("bob".into()),
         stream_id: None,
     }
     .validate(65_536)

@@ -9,7 +9,10 @@
 //!   same file, with one durable position per consumer group (resumed at the first unfinished
 //!   event after a restart; events every group is past are trimmed);
 //! - [`SqliteUserDirectory`]: recipients of e-mail notifications;
-//! - [`SqliteInbox`]: the notification inbox ([`chatcore::inbox::InboxStore`]).
+//! - [`SqliteInbox`]: the notification inbox ([`chatcore::inbox::InboxStore`]);
+//! - [`SqliteConversations`]: groups and their members, read markers and the conversation list's
+//!   view ([`chatcore::conversation::ConversationStore`]); the store counts unread messages on
+//!   its `(stream_id, message_id)` index.
 //!
 //! Writes go through one writer thread that drains its queue and commits what it found in one
 //! transaction (group commit) with `synchronous=FULL` in WAL mode: an insert is answered only once
@@ -21,6 +24,7 @@
 #![warn(missing_docs)]
 #![deny(unreachable_pub)]
 
+mod conversations;
 mod directory;
 mod feed;
 mod inbox;
@@ -33,6 +37,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use conversations::SqliteConversations;
 pub use directory::SqliteUserDirectory;
 pub use feed::SqliteChangeSource;
 pub use inbox::SqliteInbox;
@@ -170,6 +175,11 @@ impl SqliteBackend {
     /// The notification inbox, its entries kept for `retention`.
     pub async fn inbox(&self, retention: std::time::Duration) -> Result<SqliteInbox, SqliteError> {
         SqliteInbox::open(Arc::clone(&self.shared), retention).await
+    }
+
+    /// The conversation store: groups, read markers and the conversation list's view.
+    pub async fn conversations(&self) -> Result<SqliteConversations, SqliteError> {
+        SqliteConversations::open(Arc::clone(&self.shared)).await
     }
 
     /// Joins consumer group `group` of the change feed at its first unfinished event (a new group

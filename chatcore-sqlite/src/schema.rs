@@ -1,10 +1,14 @@
 //! The file's schema and its versioned migrations (`PRAGMA user_version`).
 //!
-//! Version 1 holds the chat messages, their idempotency claims, the change feed, the consumer
-//! positions and the user e-mail directory. Later versions append to [`MIGRATIONS`] (the
-//! notification inbox (version 2) and the conversation state belong in this same file,
-//! so one transaction can write a message, its inbox entries and its change event); a migration
-//! is never edited once released.
+//! - version 1: the chat messages, their idempotency claims, the change feed, the consumer
+//!   positions and the user e-mail directory;
+//! - version 2: the notification inbox;
+//! - version 3: the conversations: groups and their members, read markers and the conversation
+//!   list's view.
+//!
+//! Later versions append to [`MIGRATIONS`]; everything stays in this same file, so one
+//! transaction can write a message, its inbox entries and its change event. A migration is never
+//! edited once released.
 
 use rusqlite::Connection;
 
@@ -69,8 +73,49 @@ CREATE UNIQUE INDEX notifications_by_source ON notifications (user_id, source_ke
     WHERE source_key IS NOT NULL;
 ";
 
+/// Version 3: conversations (tables named after `chatcore::conversation`'s collections): groups,
+/// their members, read markers and the conversation list's view (one entry per user and
+/// conversation: its latest message).
+const V3_CONVERSATIONS: &str = "
+CREATE TABLE conversations (
+    stream_id  TEXT PRIMARY KEY,
+    title      TEXT,
+    created_by TEXT,
+    created_at INTEGER -- Unix milliseconds
+) WITHOUT ROWID;
+
+CREATE TABLE conversation_members (
+    stream_id TEXT NOT NULL REFERENCES conversations (stream_id),
+    user_id   TEXT NOT NULL,
+    PRIMARY KEY (stream_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX conversation_members_by_user ON conversation_members (user_id, stream_id);
+
+CREATE TABLE read_markers (
+    stream_id  TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    read_at    INTEGER NOT NULL, -- Unix milliseconds: when the marker last moved
+    PRIMARY KEY (stream_id, user_id)
+) WITHOUT ROWID;
+
+-- The latest message of each of a user's conversations, as the view consumer saw it.
+CREATE TABLE conversation_view (
+    user_id         TEXT NOT NULL,
+    stream_id       TEXT NOT NULL,
+    last_message_id TEXT NOT NULL,
+    sender_id       TEXT NOT NULL,
+    receiver_id     TEXT,             -- NULL for a group message
+    content         TEXT NOT NULL,
+    created_at      INTEGER NOT NULL, -- Unix milliseconds, of the last message
+    PRIMARY KEY (user_id, stream_id)
+) WITHOUT ROWID;
+CREATE INDEX conversation_view_by_activity
+    ON conversation_view (user_id, created_at DESC, last_message_id DESC);
+";
+
 /// Every migration, in order: entry `i` brings the file from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1_CHAT, V2_INBOX];
+pub const MIGRATIONS: &[&str] = &[V1_CHAT, V2_INBOX, V3_CONVERSATIONS];
 
 /// The schema version this build writes.
 pub fn current_version() -> u32 {

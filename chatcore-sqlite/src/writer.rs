@@ -336,7 +336,8 @@ fn insert(
             stored.message_id,
             stored.stream_id,
             stored.sender_id,
-            stored.receiver_id,
+            // The empty string for a group message (see `store::message_row`).
+            stored.receiver_id.as_deref().unwrap_or_default(),
             stored.content,
             stored.created_at.timestamp_millis()
         ])?;

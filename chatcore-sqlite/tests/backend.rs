@@ -42,7 +42,7 @@ fn valid(content: &str, sender: &str, receiver: &str) -> ValidMessage {
     NewChatMessage {
         content: content.into(),
         sender_id: sender.into(),
-        receiver_id: receiver.into(),
+        receiver_id: Some(receiver.into()),
         stream_id: None,
     }
     .validate(1024)
@@ -437,5 +437,189 @@ async fn inbox_entries_past_the_retention_are_gone() {
             .await
             .expect("again")
             .created
+    );
+}
+
+#[tokio::test]
+async fn the_conversations_pass_the_conformance_suite_and_survive_reopening() {
+    use chatcore::conversation::{ConversationStore, NewGroup};
+
+    let dir = TempDir::new();
+    let backend = open(&dir).await;
+    let store = backend.store();
+    let conversations = backend.conversations().await.expect("conversations");
+    chatcore::testing::conversations::run_all(&store, &conversations, "sqlite").await;
+
+    let group = NewGroup {
+        created_by: "ann".into(),
+        members: vec!["cy".into(), "ann".into(), "bob".into()],
+        title: Some("reopen".into()),
+    }
+    .validate(256)
+    .expect("valid")
+    .into_conversation();
+    let group = conversations
+        .create_group(group)
+        .await
+        .expect("create_group");
+    let posted = store
+        .insert(valid("kept", "ann", "bob"), None)
+        .await
+        .expect("insert")
+        .message;
+    let marker = conversations
+        .mark_read(&posted.stream_id, "bob", &posted.message_id)
+        .await
+        .expect("mark_read");
+    let members = ["ann".to_owned(), "bob".to_owned()];
+    conversations
+        .record_activity(&members, &posted)
+        .await
+        .expect("record_activity");
+    drop((conversations, store, backend));
+
+    let backend = open(&dir).await;
+    let conversations = backend.conversations().await.expect("conversations");
+    assert_eq!(
+        conversations.group(&group.stream_id).await.expect("group"),
+        Some(group.clone()),
+        "the group is kept across reopening"
+    );
+    assert_eq!(
+        conversations.groups_of("cy").await.expect("groups_of"),
+        [group]
+    );
+    assert_eq!(
+        conversations
+            .read_marker(&posted.stream_id, "bob")
+            .await
+            .expect("read_marker"),
+        Some(chatcore::conversation::ReadMarker {
+            moved: false,
+            ..marker
+        }),
+        "the read marker is kept across reopening"
+    );
+    let entry = conversations
+        .activity_of("ann", &posted.stream_id)
+        .await
+        .expect("activity_of")
+        .expect("a view entry");
+    assert_eq!(
+        entry.last_message, posted,
+        "the view is kept across reopening"
+    );
+    assert_eq!(
+        backend
+            .store()
+            .count_unread(&posted.stream_id, Some(&posted.message_id), "bob")
+            .await
+            .expect("count_unread"),
+        0
+    );
+}
+
+/// The provided `count_unread`, paging through `history`, on the same store.
+struct Paging<'a>(&'a chatcore_sqlite::SqliteMessageStore);
+
+#[async_trait::async_trait]
+impl MessageStore for Paging<'_> {
+    async fn insert(
+        &self,
+        message: ValidMessage,
+        idempotency_key: Option<&str>,
+    ) -> Result<chatcore::store::Inserted, chatcore::store::StoreError> {
+        self.0.insert(message, idempotency_key).await
+    }
+
+    async fn history(
+        &self,
+        query: &HistoryQuery,
+    ) -> Result<Vec<ChatMessage>, chatcore::store::StoreError> {
+        self.0.history(query).await
+    }
+
+    async fn ping(&self) -> Result<(), chatcore::store::StoreError> {
+        self.0.ping().await
+    }
+}
+
+#[tokio::test]
+async fn the_native_unread_count_agrees_with_paging_through_history() {
+    let dir = TempDir::new();
+    let backend = open(&dir).await;
+    let store = backend.store();
+    let inserts = (0..1200).map(|i| {
+        let store = store.clone();
+        let (from, to) = if i % 3 == 0 {
+            ("bob", "alice")
+        } else {
+            ("alice", "bob")
+        };
+        async move {
+            store
+                .insert(valid(&format!("m{i}"), from, to), None)
+                .await
+                .expect("insert")
+                .message
+        }
+    });
+    let mut all = join_all(inserts).await;
+    all.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+    // Another stream's messages never count.
+    for (from, to) in [("carol", "bob"), ("alice", "carol")] {
+        store
+            .insert(valid("elsewhere", from, to), None)
+            .await
+            .expect("insert");
+    }
+    let stream = all[0].stream_id.clone();
+    let paging = Paging(&store);
+    let afters = [
+        None,
+        Some(0),
+        Some(499),
+        Some(500),
+        Some(777),
+        Some(1198),
+        Some(1199),
+    ];
+    for after in afters {
+        let after_id = after.map(|i: usize| all[i].message_id.as_str());
+        let rest = &all[after.map_or(0, |i| i + 1)..];
+        for reader in ["alice", "bob", "nobody"] {
+            let expected = rest.iter().filter(|m| m.sender_id != reader).count() as u64;
+            let native = store
+                .count_unread(&stream, after_id, reader)
+                .await
+                .expect("native count");
+            let paged = paging
+                .count_unread(&stream, after_id, reader)
+                .await
+                .expect("paged count");
+            assert_eq!(native, expected, "native, after {after:?}, reader {reader}");
+            assert_eq!(paged, expected, "paged, after {after:?}, reader {reader}");
+        }
+    }
+    assert_eq!(
+        store
+            .count_unread("0000000000000000", None, "bob")
+            .await
+            .expect("count"),
+        0,
+        "an unknown stream"
+    );
+    let found = store
+        .find(&stream, &all[600].message_id)
+        .await
+        .expect("find");
+    assert_eq!(found.as_ref(), Some(&all[600]));
+    let provided = Paging(&store)
+        .find(&stream, &all[600].message_id)
+        .await
+        .expect("find");
+    assert_eq!(
+        provided, found,
+        "find agrees with the provided implementation"
     );
 }

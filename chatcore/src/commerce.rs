@@ -308,7 +308,7 @@ mod tests {
                     user_id.as_str(),
                     serde_json::to_value(notification).expect("json"),
                 ),
-                Delivery::Chat(_) => panic!("no chat delivery"),
+                other => panic!("not a notification: {other:?}"),
             })
             .collect()
     }

@@ -660,7 +660,7 @@ mod tests {
             created_at: "2026-11-26T20:57:45.524Z".parse().expect("time"),
             stream_id: "a83ab2505ace9a87".into(),
             sender_id: "alice".into(),
-            receiver_id: "bob".into(),
+            receiver_id: Some("bob".into()),
         };
         let document = serde_json::to_value(&message).expect("json");
         let value = encode_change(Op::Create, "chat_db", "chat", Some(&document), 1);

@@ -75,6 +75,7 @@ pub mod change;
 pub mod commerce;
 pub mod config;
 pub mod consumers;
+pub mod conversation;
 pub mod dead_letter;
 pub mod debezium;
 pub mod dedup;
@@ -99,6 +100,7 @@ pub mod testing;
 pub mod tier;
 
 pub use change::{ChangeEvent, ChangeFeed, ChangeSource};
+pub use conversation::ConversationStore;
 pub use dedup::EventStore;
 pub use error::Cause;
 pub use forward::{Delivery, Forwarder};

@@ -26,8 +26,10 @@ pub struct ChatMessage {
     pub stream_id: String,
     /// Author of the message.
     pub sender_id: String,
-    /// The other participant.
-    pub receiver_id: String,
+    /// The other participant of a direct conversation; absent for a group message (every member
+    /// of the group receives it, see [`crate::conversation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -37,12 +39,26 @@ impl ChatMessage {
     }
 
     /// Checks the invariants a message must hold when it arrives from outside the store (forward
-    /// requests, decoded change events): valid ids and a `stream_id` matching its participants.
+    /// requests, decoded change events): valid ids and a `stream_id` matching its participants
+    /// (a group message: a well-formed `stream_id`).
     pub fn check(&self, max_content_bytes: usize) -> Result<(), ValidationError> {
         check_id("message_id", &self.message_id)?;
-        check_participants(&self.sender_id, &self.receiver_id)?;
         check_content(&self.content, max_content_bytes)?;
-        check_stream(Some(&self.stream_id), &self.sender_id, &self.receiver_id).map(|_| ())
+        match &self.receiver_id {
+            Some(receiver_id) => {
+                check_participants(&self.sender_id, receiver_id)?;
+                check_stream(Some(&self.stream_id), &self.sender_id, receiver_id).map(|_| ())
+            }
+            None => {
+                check_id("sender_id", &self.sender_id)?;
+                check_group_stream(&self.stream_id)
+            }
+        }
+    }
+
+    /// True for a message of a group conversation (it has no `receiver_id`).
+    pub fn is_group(&self) -> bool {
+        self.receiver_id.is_none()
     }
 }
 
@@ -64,7 +80,9 @@ pub struct NewChatMessage {
         )
     )]
     pub sender_id: String,
-    /// Recipient: 1 to 256 bytes, no control characters.
+    /// Recipient of a direct message: 1 to 256 bytes, no control characters. Absent for a
+    /// message to a group, which names the group's `stream_id` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
         schema(
@@ -73,8 +91,9 @@ pub struct NewChatMessage {
             pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
         )
     )]
-    pub receiver_id: String,
-    /// Optional: when present it must equal the stream id computed from the two participants.
+    pub receiver_id: Option<String>,
+    /// Optional for a direct message: when present it must equal the stream id computed from the
+    /// two participants. Required for a group message: the group's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{16}$"))]
     pub stream_id: Option<String>,
@@ -88,25 +107,57 @@ impl NewChatMessage {
     /// let msg = NewChatMessage {
     ///     content: "hi".into(),
     ///     sender_id: "user123".into(),
-    ///     receiver_id: "user456".into(),
+    ///     receiver_id: Some("user456".into()),
     ///     stream_id: None,
     /// };
     /// let valid = msg.validate(65_536).unwrap();
     /// assert_eq!(valid.stream_id(), "7b28e95659ec2171");
     /// ```
+    ///
+    /// A message without `receiver_id` is a group message: it is refused here with
+    /// [`ValidationError::MissingId`]`("receiver_id")`; see [`NewChatMessage::validate_for_group`].
     pub fn validate(self, max_content_bytes: usize) -> Result<ValidMessage, ValidationError> {
-        check_participants(&self.sender_id, &self.receiver_id)?;
-        let stream_id = check_stream(
-            self.stream_id.as_deref(),
-            &self.sender_id,
-            &self.receiver_id,
-        )?;
+        let receiver_id = self.receiver_id.unwrap_or_default();
+        check_participants(&self.sender_id, &receiver_id)?;
+        let stream_id = check_stream(self.stream_id.as_deref(), &self.sender_id, &receiver_id)?;
         check_content(&self.content, max_content_bytes)?;
         Ok(ValidMessage {
             content: self.content,
             sender_id: self.sender_id,
-            receiver_id: self.receiver_id,
+            receiver_id: Some(receiver_id),
             stream_id,
+        })
+    }
+
+    /// True when the message names no `receiver_id`: a message to a group.
+    pub fn is_group(&self) -> bool {
+        self.receiver_id.is_none()
+    }
+
+    /// Validates a message to `group` (which the caller looked up by the message's `stream_id`):
+    /// content and sender as [`validate`](Self::validate) checks them, no `receiver_id`, the
+    /// group's `stream_id`, and a sender who is one of its members.
+    pub fn validate_for_group(
+        self,
+        max_content_bytes: usize,
+        group: &crate::conversation::Conversation,
+    ) -> Result<ValidMessage, ValidationError> {
+        check_id("sender_id", &self.sender_id)?;
+        if self.receiver_id.is_some() {
+            return Err(ValidationError::ReceiverInGroup);
+        }
+        if self.stream_id.as_deref() != Some(group.stream_id.as_str()) {
+            return Err(ValidationError::MissingId("stream_id"));
+        }
+        check_content(&self.content, max_content_bytes)?;
+        if !group.has_member(&self.sender_id) {
+            return Err(ValidationError::NotAMember(self.sender_id));
+        }
+        Ok(ValidMessage {
+            content: self.content,
+            sender_id: self.sender_id,
+            receiver_id: None,
+            stream_id: group.stream_id.clone(),
         })
     }
 }
@@ -116,7 +167,7 @@ impl NewChatMessage {
 pub struct ValidMessage {
     content: String,
     sender_id: String,
-    receiver_id: String,
+    receiver_id: Option<String>,
     stream_id: String,
 }
 
@@ -129,9 +180,9 @@ impl ValidMessage {
     pub fn sender_id(&self) -> &str {
         &self.sender_id
     }
-    /// The recipient.
-    pub fn receiver_id(&self) -> &str {
-        &self.receiver_id
+    /// The recipient of a direct message; `None` for a group message.
+    pub fn receiver_id(&self) -> Option<&str> {
+        self.receiver_id.as_deref()
     }
     /// The recomputed conversation id.
     pub fn stream_id(&self) -> &str {
@@ -186,6 +237,18 @@ pub enum ValidationError {
         /// What the participants hash to.
         expected: String,
     },
+    /// A group's `stream_id` is not 16 lowercase hex characters.
+    #[error("stream_id must be 16 lowercase hex characters")]
+    MalformedStreamId,
+    /// A message to a group named a `receiver_id`.
+    #[error("a message to a group has no receiver_id")]
+    ReceiverInGroup,
+    /// The acting user is not a member of the group (answered 403).
+    #[error("{0:?} is not a member of this conversation")]
+    NotAMember(String),
+    /// A group or membership change is outside the limits (answered 400).
+    #[error("{0}")]
+    InvalidGroup(String),
 }
 
 /// Checks one identifier: non-empty, at most [`MAX_ID_BYTES`], no control characters.
@@ -234,6 +297,14 @@ pub fn check_stream(
             expected,
         }),
         _ => Ok(expected),
+    }
+}
+
+/// Checks the `stream_id` of a group message: 16 lowercase hex characters.
+pub fn check_group_stream(stream_id: &str) -> Result<(), ValidationError> {
+    match crate::stream_id::is_well_formed(stream_id) {
+        true => Ok(()),
+        false => Err(ValidationError::MalformedStreamId),
     }
 }
 
@@ -458,7 +529,7 @@ mod tests {
         NewChatMessage {
             content: content.into(),
             sender_id: sender.into(),
-            receiver_id: receiver.into(),
+            receiver_id: Some(receiver.into()),
             stream_id: None,
         }
     }

@@ -12,7 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::change::{ChangeEvent, ChangeSource, Op};
+use crate::conversation::view::members_of;
+use crate::conversation::ConversationStore;
 use crate::dedup::{Admission, ClaimToken, Deduplicator};
 use crate::forward::{Delivery, Forwarder, StreamCloser};
 use crate::metrics::{DropReason, Metrics, Outcome};
@@ -96,13 +98,27 @@ pub struct Plan {
 
 /// Turns change events into deliveries: the transform step between a source and the forwarders.
 pub trait EventHandler: Send + Sync {
-    /// Plans the work for `event`, or says why it is dropped.
+    /// Plans the work for `event`, or says why it is dropped. Called in feed order, so it must
+    /// not wait on anything.
     fn plan(&self, event: &ChangeEvent) -> Result<Plan, DropReason>;
+
+    /// Completes a plan with what needs a lookup (a group message's recipients), once the event
+    /// is claimed and on its lane. An error is retried with backoff; the provided
+    /// implementation returns the plan as it is.
+    fn resolve<'a>(&'a self, event: &'a ChangeEvent, plan: Plan) -> BoxFuture<'a, Resolved> {
+        let _ = event;
+        Box::pin(async move { Ok(plan) })
+    }
 }
 
+/// What [`EventHandler::resolve`] gives back: the completed plan, or why it cannot be completed
+/// yet.
+pub type Resolved = Result<Plan, crate::error::Cause>;
+
 /// Chat messages inserted into the `chat` collection go to the chat tier (by `stream_id`) and, as
-/// a `chat_notification`, to the receiver's notification tier.
-#[derive(Debug, Clone)]
+/// a `chat_notification`, to the receiver's notification tier (for a group message: to every
+/// member but the sender, looked up in [`ChatHandler::members`]).
+#[derive(Clone)]
 pub struct ChatHandler {
     /// Forward to the chat tier.
     pub forward_chat: bool,
@@ -110,6 +126,19 @@ pub struct ChatHandler {
     pub notify_receiver: bool,
     /// Content limit applied to decoded messages.
     pub max_content_bytes: usize,
+    /// Where a group's members are found; without it group messages notify nobody.
+    pub members: Option<Arc<dyn ConversationStore>>,
+}
+
+impl std::fmt::Debug for ChatHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatHandler")
+            .field("forward_chat", &self.forward_chat)
+            .field("notify_receiver", &self.notify_receiver)
+            .field("max_content_bytes", &self.max_content_bytes)
+            .field("members", &self.members.is_some())
+            .finish()
+    }
 }
 
 impl Default for ChatHandler {
@@ -118,6 +147,7 @@ impl Default for ChatHandler {
             forward_chat: true,
             notify_receiver: true,
             max_content_bytes: DEFAULT_MAX_CONTENT_BYTES,
+            members: None,
         }
     }
 }
@@ -136,15 +166,22 @@ impl ChatHandler {
 }
 
 impl EventHandler for ChatHandler {
+    fn resolve<'a>(&'a self, event: &'a ChangeEvent, plan: Plan) -> BoxFuture<'a, Resolved> {
+        match self.notify_receiver && self.members.is_some() {
+            true => Box::pin(self.notify_members(event, plan)),
+            false => Box::pin(async move { Ok(plan) }),
+        }
+    }
+
     fn plan(&self, event: &ChangeEvent) -> Result<Plan, DropReason> {
         if event.op != Op::Create || event.collection != CHAT_COLLECTION {
             return Err(DropReason::IgnoredOp);
         }
         let message = self.decode(event)?;
         let mut deliveries = Vec::with_capacity(2);
-        if self.notify_receiver {
+        if let (true, Some(receiver)) = (self.notify_receiver, &message.receiver_id) {
             deliveries.push(Delivery::Notify {
-                user_id: message.receiver_id.clone(),
+                user_id: receiver.clone(),
                 notification: Notification::chat(&message),
             });
         }
@@ -158,6 +195,33 @@ impl EventHandler for ChatHandler {
             lane_key,
             deliveries,
         })
+    }
+}
+
+impl ChatHandler {
+    /// Adds a chat notification for every member of a group message's group but its sender.
+    async fn notify_members(&self, event: &ChangeEvent, mut plan: Plan) -> Resolved {
+        let Ok(message) = self.decode(event) else {
+            return Ok(plan);
+        };
+        let Some(conversations) = self.members.as_ref().filter(|_| message.is_group()) else {
+            return Ok(plan);
+        };
+        let members = members_of(conversations.as_ref(), &message)
+            .await
+            .map_err(crate::error::Cause::new)?;
+        let Some(members) = members else {
+            tracing::warn!(stream_id = %message.stream_id, message_id = %message.message_id, "message of an unknown group: no chat notifications");
+            return Ok(plan);
+        };
+        let notification = Notification::chat(&message);
+        for member in members.into_iter().filter(|m| *m != message.sender_id) {
+            plan.deliveries.push(Delivery::Notify {
+                user_id: member,
+                notification: notification.clone(),
+            });
+        }
+        Ok(plan)
     }
 }
 
@@ -339,6 +403,7 @@ impl Shared {
             }
         };
         let span = tracing::info_span!("event", consumer = %self.name(), event_key = %plan.event_key, stream_id = %plan.lane_key);
+        let event_key = plan.event_key.clone();
         async {
             let Some(token) = self.admit(&plan.event_key, shutdown).await else {
                 return;
@@ -346,6 +411,10 @@ impl Shared {
             let Some(token) = token else {
                 self.metrics.drop_event(self.name(), DropReason::Duplicate);
                 self.acknowledge(&event).await;
+                return;
+            };
+            let Some(plan) = self.resolve(&event, plan, shutdown).await else {
+                self.dedup.abandon(&event_key, token.as_ref()).await;
                 return;
             };
             let deliveries = keyed(plan.deliveries, &plan.event_key);
@@ -368,6 +437,30 @@ impl Shared {
         }
         .instrument(span)
         .await
+    }
+
+    /// Completes the plan ([`EventHandler::resolve`]), retrying with backoff; `None` when
+    /// shutting down first.
+    async fn resolve(
+        &self,
+        event: &ChangeEvent,
+        plan: Plan,
+        shutdown: &CancellationToken,
+    ) -> Option<Plan> {
+        let mut waits = 0;
+        loop {
+            let error = match self.handler.resolve(event, plan.clone()).await {
+                Ok(plan) => return Some(plan),
+                Err(error) => error,
+            };
+            let wait = self.config.retry.delay(waits);
+            waits += 1;
+            tracing::warn!(%error, ?wait, "cannot complete the event's deliveries; retrying");
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     /// Claims the event key. `None`: shutting down; `Some(None)`: duplicate;

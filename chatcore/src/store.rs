@@ -151,6 +151,47 @@ pub trait MessageStore: Send + Sync {
 
     /// Checks that the backend answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The message `message_id` of `stream_id`, if the stream has it. The provided
+    /// implementation asks [`history`](Self::history) for the message before it, then for the
+    /// one after that.
+    async fn find(
+        &self,
+        stream_id: &str,
+        message_id: &str,
+    ) -> Result<Option<ChatMessage>, StoreError> {
+        let before = self
+            .history(&HistoryQuery::stream(stream_id).before(message_id).limit(1))
+            .await?;
+        let mut next = HistoryQuery::stream(stream_id).limit(1);
+        next.since = before.last().map(|m| m.message_id.clone());
+        let found = self.history(&next).await?;
+        Ok(found.into_iter().find(|m| m.message_id == message_id))
+    }
+
+    /// How many messages of `stream_id` come after message `after` (every message when `None`)
+    /// and were not sent by `reader`: the reader's unread count. The provided implementation
+    /// pages through [`history`](Self::history); a backend with an index counts natively.
+    async fn count_unread(
+        &self,
+        stream_id: &str,
+        after: Option<&str>,
+        reader: &str,
+    ) -> Result<u64, StoreError> {
+        let mut query = HistoryQuery::stream(stream_id).limit(MAX_HISTORY_LIMIT);
+        query.since = after.map(str::to_owned);
+        let mut unread = 0;
+        loop {
+            let page = self.history(&query).await?;
+            unread += page.iter().filter(|m| m.sender_id != reader).count() as u64;
+            match page.last() {
+                Some(last) if page.len() == MAX_HISTORY_LIMIT => {
+                    query.since = Some(last.message_id.clone());
+                }
+                _ => return Ok(unread),
+            }
+        }
+    }
 }
 
 /// Generates unique ids that sort in creation order: 24 lowercase hex characters, like a MongoDB
@@ -316,6 +357,25 @@ impl MessageStore for InMemoryMessageStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    async fn count_unread(
+        &self,
+        stream_id: &str,
+        after: Option<&str>,
+        reader: &str,
+    ) -> Result<u64, StoreError> {
+        let state = self.lock();
+        let Some(messages) = state.streams.get(stream_id) else {
+            return Ok(0);
+        };
+        let start = after.map_or(0, |after| {
+            messages.partition_point(|m| m.message_id.as_str() <= after)
+        });
+        Ok(messages[start..]
+            .iter()
+            .filter(|m| m.sender_id != reader)
+            .count() as u64)
+    }
 }
 
 /// Selects a history page from messages sorted ascending by id.
@@ -347,7 +407,7 @@ mod tests {
         NewChatMessage {
             content: content.into(),
             sender_id: "alice".into(),
-            receiver_id: "bob".into(),
+            receiver_id: Some("bob".into()),
             stream_id: None,
         }
         .validate(1024)

@@ -83,7 +83,7 @@ fn messages() -> Vec<ChatMessage> {
         created_at: format!("2026-12-01T10:00:0{n}.123Z").parse().expect("time"),
         stream_id: chatcore::stream_id::stream_id(sender, receiver),
         sender_id: sender.into(),
-        receiver_id: receiver.into(),
+        receiver_id: Some(receiver.into()),
     };
     vec![
         message(0, ("alice", "bob"), "real debezium message 1"),

@@ -26,7 +26,7 @@ async fn the_same_change_event_delivered_three_times_makes_one_entry_and_one_fra
     let message = NewChatMessage {
         content: "hello".into(),
         sender_id: "alice".into(),
-        receiver_id: "bob".into(),
+        receiver_id: Some("bob".into()),
         stream_id: None,
     }
     .validate(1024)

@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use chatcore::app::AppConfig;
 use chatcore::change::{ChangeFeed, ChangeSource};
+use chatcore::conversation::{ConversationStore, InMemoryConversations};
 use chatcore::dedup::{EventStore, InMemoryEventStore, UnavailablePolicy};
 use chatcore::http::ReadinessCheck;
 use chatcore::inbox::{InMemoryInbox, InboxStore};
 use chatcore::store::{InMemoryMessageStore, MessageStore, CHAT_COLLECTION};
 use chatcore_kafka::{KafkaChangeFeed, KafkaChangeSource, KafkaPublisher, KafkaSourceConfig};
-use chatcore_mongo::{MongoChangeStream, MongoConfig, MongoInbox, MongoMessageStore};
+use chatcore_mongo::{
+    MongoChangeStream, MongoConfig, MongoConversations, MongoInbox, MongoMessageStore,
+};
 use chatcore_redis::{RedisConfig, RedisEventStore};
 use chatcore_sqlite::{SqliteBackend, SqliteConfig};
 use mongodb::Database;
@@ -229,6 +232,28 @@ impl Store {
                     })
                     .await?;
                 Ok(Arc::new(inbox))
+            }
+        }
+    }
+
+    /// Groups, read markers and the conversation view beside the store: MongoDB's collections
+    /// (indexes created), the SQLite file's tables, or in memory.
+    pub(crate) async fn conversations(&self) -> Result<Arc<dyn ConversationStore>, ConfigError> {
+        match self {
+            Self::Memory(_) => Ok(Arc::new(InMemoryConversations::new())),
+            Self::Sqlite(backend) => Ok(Arc::new(
+                backend.conversations().await.map_err(sqlite_error)?,
+            )),
+            Self::Mongo(mongo) => {
+                let conversations = MongoConversations::new(mongo.database.clone(), mongo.timeout);
+                mongo
+                    .at_startup(|database, timeout| async move {
+                        MongoConversations::new(database, timeout)
+                            .create_indexes()
+                            .await
+                    })
+                    .await?;
+                Ok(Arc::new(conversations))
             }
         }
     }

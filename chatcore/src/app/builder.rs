@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::change::{ChangeFeed, ChangeSource};
 use crate::consumers::CHAT_CONSUMER_GROUP;
 use crate::consumers::{Consumer, NotificationStrategy, NOTIFICATIONS_GROUP_SUFFIX};
+use crate::conversation::{ConversationStore, InMemoryConversations, VIEW_CONSUMER_GROUP};
 use crate::dedup::{EventStore, InMemoryEventStore};
 use crate::forward::{Forwarder, StreamCloser};
 use crate::http::ReadinessCheck;
@@ -44,6 +45,7 @@ pub struct ChatAppBuilder {
     feed: Option<Arc<dyn ChangeFeed>>,
     event_store: Option<Arc<dyn EventStore>>,
     inbox: Option<Arc<dyn InboxStore>>,
+    conversations: Option<Arc<dyn ConversationStore>>,
     auth: Option<Auth>,
     config: AppConfig,
     group: String,
@@ -71,6 +73,7 @@ impl Default for ChatAppBuilder {
             feed: None,
             event_store: None,
             inbox: None,
+            conversations: None,
             auth: None,
             config: AppConfig::default(),
             group: CHAT_CONSUMER_GROUP.to_owned(),
@@ -117,6 +120,13 @@ impl ChatAppBuilder {
     /// The users' notification inboxes (in memory by default).
     pub fn inbox(mut self, inbox: Arc<dyn InboxStore>) -> Self {
         self.inbox = Some(inbox);
+        self
+    }
+
+    /// Groups, read markers and the conversation list (in memory by default). Give the one of
+    /// the message store's backend, so both survive a restart together.
+    pub fn conversations(mut self, conversations: Arc<dyn ConversationStore>) -> Self {
+        self.conversations = Some(conversations);
         self
     }
 
@@ -215,10 +225,19 @@ impl ChatAppBuilder {
             }
             false => None,
         };
+        let view_source = open(
+            feed.as_ref(),
+            &format!("{}-{VIEW_CONSUMER_GROUP}", self.group),
+        )
+        .await?;
         Ok(ChatApp::start(NodeParts {
             store,
             chat_source,
             notification_source,
+            view_source,
+            conversations: self
+                .conversations
+                .unwrap_or_else(|| Arc::new(InMemoryConversations::new())),
             event_store: self
                 .event_store
                 .unwrap_or_else(|| Arc::new(InMemoryEventStore::new())),

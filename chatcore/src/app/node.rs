@@ -12,11 +12,12 @@ use super::builder::{ChatAppBuilder, ForwarderLayer};
 use super::{AppConfig, Auth, Serve};
 use crate::change::ChangeSource;
 use crate::consumers::{Consumer, ConsumerSet};
+use crate::conversation::ConversationStore;
 use crate::dedup::EventStore;
 use crate::forward::{Forwarder, InProcessForwarder, InboxForwarder, StreamCloser};
 use crate::http::{
-    self, ChatTierState, InternalState, NotificationTierState, OpsState, PersistenceState,
-    ReadinessCheck,
+    self, ChatTier, ChatTierState, ConversationsState, InternalState, NotificationTierState,
+    OpsState, PersistenceState, ReadinessCheck,
 };
 use crate::inbox::InboxStore;
 use crate::metrics::Metrics;
@@ -31,6 +32,8 @@ pub(super) struct NodeParts {
     pub(super) store: Arc<dyn MessageStore>,
     pub(super) chat_source: Arc<dyn ChangeSource>,
     pub(super) notification_source: Option<Arc<dyn ChangeSource>>,
+    pub(super) view_source: Arc<dyn ChangeSource>,
+    pub(super) conversations: Arc<dyn ConversationStore>,
     pub(super) event_store: Arc<dyn EventStore>,
     pub(super) inbox: Arc<dyn InboxStore>,
     pub(super) auth: Auth,
@@ -61,6 +64,7 @@ pub(super) struct NodeParts {
 pub struct ChatApp {
     metrics: Arc<Metrics>,
     store: Arc<dyn MessageStore>,
+    conversations: Arc<dyn ConversationStore>,
     chat_sockets: Arc<LocalSocketRegistry>,
     notification_sockets: Arc<LocalSocketRegistry>,
     inbox: Arc<dyn InboxStore>,
@@ -133,6 +137,8 @@ impl ChatApp {
             event_store: parts.event_store,
             forwarder,
             closer,
+            conversations: Some(parts.conversations.clone()),
+            view_source: Some(parts.view_source),
         }
         .spawn(&parts.config.delivery(), &metrics, &shutdown);
         let mut readiness = vec![
@@ -144,11 +150,16 @@ impl ChatApp {
                 "inbox".to_owned(),
                 http::inbox_readiness(parts.inbox.clone()),
             ),
+            (
+                "conversations".to_owned(),
+                http::conversations_readiness(parts.conversations.clone()),
+            ),
         ];
         readiness.extend(parts.readiness);
         Self {
             metrics,
             store: parts.store,
+            conversations: parts.conversations,
             chat_sockets,
             notification_sockets,
             inbox: parts.inbox,
@@ -169,6 +180,11 @@ impl ChatApp {
     /// The message store.
     pub fn store(&self) -> &Arc<dyn MessageStore> {
         &self.store
+    }
+
+    /// Groups, read markers and the conversation list.
+    pub fn conversations(&self) -> &Arc<dyn ConversationStore> {
+        &self.conversations
     }
 
     /// Chat sessions by `stream_id`.
@@ -202,12 +218,21 @@ impl ChatApp {
         let client = Router::new()
             .merge(http::persistence_router(PersistenceState {
                 store: self.store.clone(),
+                conversations: self.conversations.clone(),
+                limits: self.config.limits.clone(),
+                metrics: self.metrics.clone(),
+            }))
+            .merge(http::conversations_router(ConversationsState {
+                store: self.store.clone(),
+                conversations: self.conversations.clone(),
+                chat_tier: Some(self.local_chat_tier()),
                 limits: self.config.limits.clone(),
                 metrics: self.metrics.clone(),
             }))
             .merge(http::chat_tier_router(ChatTierState {
                 sockets: self.chat_sockets.clone(),
                 store: self.store.clone(),
+                conversations: self.conversations.clone(),
                 session: self.config.session.clone(),
                 quota: self.socket_quota.clone(),
             }))
@@ -225,6 +250,18 @@ impl ChatApp {
         #[cfg(feature = "openapi")]
         let routes = routes.merge(http::openapi_router());
         routes
+    }
+
+    /// Read frames and removed members' closes, straight to this node's chat registry.
+    fn local_chat_tier(&self) -> ChatTier {
+        let local = Arc::new(InProcessForwarder::new(
+            self.chat_sockets.clone(),
+            self.notification_sockets.clone(),
+        ));
+        ChatTier {
+            forwarder: local.clone(),
+            closer: local,
+        }
     }
 
     /// The internal routes (forward, close-stream, notification pushes) over this node's

@@ -6,7 +6,8 @@ use crate::change::{ChangeEvent, ChangeSource};
 use crate::dedup::DedupConfig;
 use crate::forward::Forwarder;
 use crate::metrics::DropReason;
-use crate::pipeline::{EventHandler, PipelineConfig, Plan};
+use crate::pipeline::{EventHandler, PipelineConfig, Plan, Resolved};
+use futures::future::BoxFuture;
 
 /// An extra consumer of a node: a change feed and the handler that turns its events into
 /// deliveries (commerce, a team's own documents, the e-mail consumer). By default it runs with
@@ -82,5 +83,9 @@ impl<H: EventHandler> EventHandler for KeyPrefixed<H> {
         let mut plan = self.inner.plan(event)?;
         plan.event_key.insert_str(0, &self.prefix);
         Ok(plan)
+    }
+
+    fn resolve<'a>(&'a self, event: &'a ChangeEvent, plan: Plan) -> BoxFuture<'a, Resolved> {
+        self.inner.resolve(event, plan)
     }
 }

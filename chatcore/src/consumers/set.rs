@@ -7,10 +7,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Consumer, DeliveryConfig, KeyPrefixed, NotificationStrategy};
 use crate::change::ChangeSource;
+use crate::conversation::view::ActivityRecorder;
+use crate::conversation::{ConversationStore, VIEW_CONSUMER_GROUP};
 use crate::dedup::{DedupConfig, Deduplicator, EventStore};
 use crate::forward::{Forwarder, StreamCloser, ThrottledForwarder};
 use crate::metrics::Metrics;
-use crate::pipeline::{ChatHandler, Pipeline, PipelineConfig};
+use crate::pipeline::{ChatHandler, FailurePolicy, Pipeline, PipelineConfig, RetryPolicy};
 
 /// The consumers a strategy runs, over sources opened by the caller: what a node's builder starts,
 /// and what a change-handler service without websocket tiers starts by itself.
@@ -28,6 +30,11 @@ pub struct ConsumerSet {
     /// Closes a conversation's chat sessions when the chat consumer gives up on a message
     /// (usually the same tiers the forwarder reaches).
     pub closer: Arc<dyn StreamCloser>,
+    /// Groups and the conversation view: group messages notify every member, and with
+    /// `view_source` the conversation list is kept up to date.
+    pub conversations: Option<Arc<dyn ConversationStore>>,
+    /// The conversation view consumer's feed (its own group, [`VIEW_CONSUMER_GROUP`]).
+    pub view_source: Option<Arc<dyn ChangeSource>>,
 }
 
 impl ConsumerSet {
@@ -55,6 +62,7 @@ impl ConsumerSet {
         let chat_handler = ChatHandler {
             notify_receiver: strategy == NotificationStrategy::Concurrent,
             max_content_bytes: config.max_content_bytes,
+            members: self.conversations.clone(),
             ..ChatHandler::default()
         };
         let dedup = |dedup: &DedupConfig| {
@@ -90,6 +98,7 @@ impl ConsumerSet {
                     forward_chat: false,
                     notify_receiver: true,
                     max_content_bytes: config.max_content_bytes,
+                    members: self.conversations.clone(),
                 },
             );
             let throttle = config.notifications.throttle_ttl;
@@ -111,6 +120,34 @@ impl ConsumerSet {
                 dedup(dedup_config),
                 forwarder,
                 pipeline,
+                metrics.clone(),
+            ));
+        }
+        if let (Some(source), Some(conversations)) = (self.view_source, &self.conversations) {
+            let handler = KeyPrefixed::new(
+                "view:",
+                ChatHandler {
+                    notify_receiver: false,
+                    max_content_bytes: config.max_content_bytes,
+                    ..ChatHandler::default()
+                },
+            );
+            run(Pipeline::new(
+                source,
+                Arc::new(handler),
+                dedup(&config.dedup),
+                Arc::new(ActivityRecorder::new(conversations.clone())),
+                // The view never skips a message: it retries (with backoff, capped) until its
+                // store takes it, and on shutdown leaves the event for the next run.
+                PipelineConfig {
+                    name: VIEW_CONSUMER_GROUP.to_owned(),
+                    retry: RetryPolicy {
+                        max_retries: u32::MAX,
+                        ..config.pipeline.retry.clone()
+                    },
+                    failure: FailurePolicy::LogAndSkip,
+                    ..config.pipeline.clone()
+                },
                 metrics.clone(),
             ));
         }

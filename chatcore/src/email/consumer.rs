@@ -63,11 +63,14 @@ impl EventHandler for EmailHandler {
         }
         if event.collection == CHAT_COLLECTION {
             let message = self.chat.decode(event)?;
+            // Group messages are not e-mailed: their members are notified on the notification
+            // tier and find them in their conversation list.
+            let receiver = message.receiver_id.clone().ok_or(DropReason::IgnoredOp)?;
             return Ok(Plan {
                 event_key: format!("email:{}", message.event_key()),
-                lane_key: message.receiver_id.clone(),
+                lane_key: receiver.clone(),
                 deliveries: vec![Delivery::Notify {
-                    user_id: message.receiver_id.clone(),
+                    user_id: receiver,
                     notification: Notification::chat(&message),
                 }],
             });

@@ -26,7 +26,7 @@ pub(crate) fn message(sender: &str, receiver: &str, content: &str) -> ChatMessag
         created_at: "2026-01-02T03:04:05Z".parse().expect("time"),
         stream_id: crate::stream_id::stream_id(sender, receiver),
         sender_id: sender.into(),
-        receiver_id: receiver.into(),
+        receiver_id: Some(receiver.into()),
     }
 }
 

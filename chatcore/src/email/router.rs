@@ -64,8 +64,13 @@ async fn email_chat(
     JsonBody(message): JsonBody<ChatMessage>,
 ) -> Result<Response, ApiError> {
     message.check(state.limits.max_content_bytes)?;
+    let Some(receiver) = message.receiver_id.clone() else {
+        return Err(ApiError::BadRequest(
+            "a group message has no receiver to e-mail".to_owned(),
+        ));
+    };
     let email = state.service.send_chat(&message).await?;
-    Ok(sent(&message.receiver_id, &email))
+    Ok(sent(&receiver, &email))
 }
 
 async fn email_purchased(

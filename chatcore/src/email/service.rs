@@ -60,13 +60,15 @@ impl EmailService {
             .ok_or_else(|| EmailServiceError::UnknownRecipient(user_id.to_owned()))
     }
 
-    /// E-mails the receiver of `message`; returns what was sent. The sender's display name is
+    /// E-mails the receiver of `message` (a group message has none: unknown recipient); returns
+    /// what was sent. The sender's display name is
     /// looked up too, best effort (its id when unknown or the directory fails).
     pub async fn send_chat(
         &self,
         message: &ChatMessage,
     ) -> Result<EmailMessage, EmailServiceError> {
-        let recipient = self.recipient(&message.receiver_id).await?;
+        let receiver = message.receiver_id.as_deref().unwrap_or_default();
+        let recipient = self.recipient(receiver).await?;
         let sender_name = match self.directory.lookup(&message.sender_id).await {
             Ok(user) => user.map(|u| u.name),
             Err(error) => {

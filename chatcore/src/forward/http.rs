@@ -100,6 +100,11 @@ impl HttpForwarder {
                     notification.payload.clone(),
                 ))
             }
+            Delivery::Read(marker) => Ok((
+                &self.chat,
+                format!("/chat/forward-read?stream_id={}", marker.stream_id),
+                serde_json::to_value(marker).map_err(encode)?,
+            )),
         }
     }
 
@@ -173,7 +178,7 @@ impl Forwarder for HttpForwarder {
         // The notification tier keeps one inbox entry per key and user, whatever the retries.
         let key = match delivery {
             Delivery::Notify { notification, .. } => notification.source_key.as_deref(),
-            Delivery::Chat(_) => None,
+            Delivery::Chat(_) | Delivery::Read(_) => None,
         };
         let response = self
             .post(endpoint, &path, delivery.routing_key(), &body, key)
@@ -201,6 +206,20 @@ impl super::StreamCloser for HttpForwarder {
     async fn close_stream(&self, stream_id: &str, reason: &str) -> Result<usize, ForwardError> {
         let body = serde_json::json!({ "stream_id": stream_id, "reason": reason });
         let path = format!("/chat/close-stream?stream_id={stream_id}");
+        let response = self.post(&self.chat, &path, stream_id, &body, None).await?;
+        if response.status().as_u16() != 200 {
+            return Err(unexpected(response).await);
+        }
+        response
+            .json::<ClosedBody>()
+            .await
+            .map(|b| b.closed)
+            .map_err(|e| ForwardError::Transport(e.to_string()))
+    }
+
+    async fn close_member(&self, stream_id: &str, user_id: &str) -> Result<usize, ForwardError> {
+        let body = serde_json::json!({ "stream_id": stream_id, "user_id": user_id });
+        let path = format!("/chat/close-member?stream_id={stream_id}");
         let response = self.post(&self.chat, &path, stream_id, &body, None).await?;
         if response.status().as_u16() != 200 {
             return Err(unexpected(response).await);

@@ -13,8 +13,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::conversation::ReadMarker;
 use crate::model::{ChatMessage, Notification};
-use crate::sockets::{CloseReason, Frame, FrameText, SocketRegistry, FAILOVER_CLOSE_CODE};
+use crate::sockets::{
+    CloseReason, Frame, FrameText, SocketRegistry, FAILOVER_CLOSE_CODE,
+    REMOVED_FROM_GROUP_CLOSE_CODE,
+};
 
 #[cfg(feature = "http-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
@@ -40,13 +44,25 @@ pub enum Delivery {
         /// The envelope.
         notification: Notification,
     },
+    /// A read receipt to the protocol-2 sessions of its `stream_id` (a `read` frame).
+    Read(ReadMarker),
+}
+
+/// The `read` frame of socket protocol 2.
+#[derive(serde::Serialize)]
+struct ReadFrame<'a> {
+    r#type: &'static str,
+    stream_id: &'a str,
+    user_id: &'a str,
+    message_id: &'a str,
+    read_at: String,
 }
 
 impl Delivery {
     /// The tier it goes to.
     pub fn tier(&self) -> Tier {
         match self {
-            Self::Chat(_) => Tier::Chat,
+            Self::Chat(_) | Self::Read(_) => Tier::Chat,
             Self::Notify { .. } => Tier::Notifications,
         }
     }
@@ -56,21 +72,36 @@ impl Delivery {
         match self {
             Self::Chat(message) => &message.stream_id,
             Self::Notify { user_id, .. } => user_id,
+            Self::Read(marker) => &marker.stream_id,
         }
     }
 
     /// Encodes the websocket frame. Chat frames carry their `message_id`, and notifications kept
     /// in the inbox their `notification_id`, so a session never sends the same one twice
-    /// (retries, replay overlap).
+    /// (retries, replay overlap). A chat message is the bare message for protocol-1 sessions
+    /// and `{"type": "message", "message": {...}}` for protocol-2 ones; a read receipt is a
+    /// `read` frame for protocol-2 sessions only.
     pub fn frame(&self) -> Result<Frame, ForwardError> {
         let encode = |e: serde_json::Error| ForwardError::Encode(e.to_string());
         match self {
             Self::Chat(message) => {
                 let text = serde_json::to_string(message).map_err(encode)?;
-                Ok(Frame::with_id(
-                    FrameText::from(text),
-                    message.message_id.as_str(),
-                ))
+                let typed = format!(r#"{{"type":"message","message":{text}}}"#);
+                Ok(
+                    Frame::with_id(FrameText::from(text), message.message_id.as_str())
+                        .with_typed(FrameText::from(typed)),
+                )
+            }
+            Self::Read(marker) => {
+                let frame = ReadFrame {
+                    r#type: "read",
+                    stream_id: &marker.stream_id,
+                    user_id: &marker.user_id,
+                    message_id: &marker.message_id,
+                    read_at: crate::model::rfc3339::format(&marker.read_at),
+                };
+                let text = serde_json::to_string(&frame).map_err(encode)?;
+                Ok(Frame::typed_only(FrameText::from(text)))
             }
             Self::Notify { notification, .. } => {
                 let text = FrameText::from(serde_json::to_string(notification).map_err(encode)?);
@@ -156,6 +187,11 @@ pub trait StreamCloser: Send + Sync {
     /// Closes every chat session of `stream_id` with the failover code, returning how many were
     /// closed.
     async fn close_stream(&self, stream_id: &str, reason: &str) -> Result<usize, ForwardError>;
+
+    /// Closes `user_id`'s chat sessions of `stream_id` with
+    /// [`REMOVED_FROM_GROUP_CLOSE_CODE`](crate::sockets::REMOVED_FROM_GROUP_CLOSE_CODE) (a member
+    /// removed from a group), returning how many were closed.
+    async fn close_member(&self, stream_id: &str, user_id: &str) -> Result<usize, ForwardError>;
 }
 
 /// Broadcasts to local socket registries.
@@ -205,5 +241,10 @@ impl StreamCloser for InProcessForwarder {
         Ok(self
             .chat
             .close(stream_id, CloseReason::new(FAILOVER_CLOSE_CODE, reason)))
+    }
+
+    async fn close_member(&self, stream_id: &str, user_id: &str) -> Result<usize, ForwardError> {
+        let reason = CloseReason::new(REMOVED_FROM_GROUP_CLOSE_CODE, "removed from the group");
+        Ok(self.chat.close_user(stream_id, user_id, reason))
     }
 }

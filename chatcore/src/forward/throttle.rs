@@ -147,13 +147,13 @@ mod tests {
             created_at: chrono::Utc::now(),
             stream_id: crate::stream_id::stream_id(from, to),
             sender_id: from.into(),
-            receiver_id: to.into(),
+            receiver_id: Some(to.into()),
         }
     }
 
     fn notify(message: &ChatMessage) -> Delivery {
         Delivery::Notify {
-            user_id: message.receiver_id.clone(),
+            user_id: message.receiver_id.clone().unwrap_or_default(),
             notification: Notification::chat(message),
         }
     }

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Forbidden;
+use crate::conversation::list::ListError;
+use crate::conversation::ConversationError;
 use crate::forward::ForwardError;
 use crate::inbox::InboxError;
 use crate::model::ValidationError;
@@ -89,6 +91,7 @@ impl From<ValidationError> for ApiError {
     fn from(error: ValidationError) -> Self {
         match error {
             ValidationError::ContentTooLarge { .. } => Self::PayloadTooLarge(error.to_string()),
+            ValidationError::NotAMember(_) => Self::Forbidden(error.to_string()),
             _ => Self::BadRequest(error.to_string()),
         }
     }
@@ -100,6 +103,27 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) => Self::Unavailable(error.to_string()),
             StoreError::Backend(_) => Self::Internal(error.to_string()),
             StoreError::InvalidCursor(_) => Self::BadRequest(error.to_string()),
+        }
+    }
+}
+
+impl From<ConversationError> for ApiError {
+    fn from(error: ConversationError) -> Self {
+        match error {
+            ConversationError::Unavailable(_) => Self::Unavailable(error.to_string()),
+            ConversationError::NotFound(_) => Self::NotFound(error.to_string()),
+            ConversationError::NotAMember(_) => Self::Forbidden(error.to_string()),
+            ConversationError::Limit(_) => Self::BadRequest(error.to_string()),
+            _ => Self::Internal(error.to_string()),
+        }
+    }
+}
+
+impl From<ListError> for ApiError {
+    fn from(error: ListError) -> Self {
+        match error {
+            ListError::Conversations(error) => error.into(),
+            ListError::Store(error) => error.into(),
         }
     }
 }

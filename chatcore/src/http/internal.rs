@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::params::{idempotency_key, required_stream_id, UserParams};
 use super::{ApiError, JsonBody, Limits, QueryParams};
+use crate::conversation::ReadMarker;
 use crate::forward::{Delivery, Forwarder};
 use crate::model::{
     check_id, ChatMessage, Notification, NotificationType, PaymentReminder, PurchaseUpdate,
@@ -37,13 +38,16 @@ pub fn internal_router(state: InternalState) -> Router {
     chat_internal_router(state.clone()).merge(notification_internal_router(state))
 }
 
-/// The chat tier's internal routes: `POST /chat/forward-to-websocket` and
-/// `POST /chat/close-stream`.
+/// The chat tier's internal routes: `POST /chat/forward-to-websocket`, `POST /chat/close-stream`,
+/// `POST /chat/forward-read` (a read receipt to the stream's protocol-2 sessions) and
+/// `POST /chat/close-member` (a removed member's sessions of a group).
 pub fn chat_internal_router(state: InternalState) -> Router {
     let body_limit = state.limits.body_limit();
     Router::new()
         .route("/chat/forward-to-websocket", post(forward_chat))
         .route("/chat/close-stream", post(close_stream))
+        .route("/chat/forward-read", post(forward_read))
+        .route("/chat/close-member", post(close_member))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -115,6 +119,35 @@ async fn close_stream(
     Ok(Json(json!({ "closed": closed, "stream_id": stream_id })))
 }
 
+async fn forward_read(
+    State(state): State<InternalState>,
+    JsonBody(marker): JsonBody<ReadMarker>,
+) -> Result<Response, ApiError> {
+    let stream_id = required_stream_id(Some(&marker.stream_id))?;
+    check_id("user_id", &marker.user_id)?;
+    check_id("message_id", &marker.message_id)?;
+    let report = state.forwarder.forward(&Delivery::Read(marker)).await?;
+    Ok(report_response(report, "stream_id", &stream_id))
+}
+
+#[derive(Debug, Deserialize)]
+struct CloseMemberBody {
+    stream_id: String,
+    user_id: String,
+}
+
+async fn close_member(
+    State(state): State<InternalState>,
+    JsonBody(body): JsonBody<CloseMemberBody>,
+) -> Result<Json<Value>, ApiError> {
+    let stream_id = required_stream_id(Some(&body.stream_id))?;
+    check_id("user_id", &body.user_id)?;
+    let closed = state.closer.close_member(&stream_id, &body.user_id).await?;
+    Ok(Json(
+        json!({ "closed": closed, "stream_id": stream_id, "user_id": body.user_id }),
+    ))
+}
+
 /// Pushes `notification` to `user_id`'s sessions; the forwarder keeps it in the inbox first
 /// ([`crate::forward::InboxForwarder`]), once per `Idempotency-Key` and user.
 async fn notify(
@@ -142,7 +175,8 @@ async fn notify_chat(
     message.check(state.limits.max_content_bytes)?;
     let user_id = params
         .user_id
-        .unwrap_or_else(|| message.receiver_id.clone());
+        .or_else(|| message.receiver_id.clone())
+        .ok_or_else(|| ApiError::BadRequest("user_id is required for a group message".into()))?;
     notify(&state, &headers, user_id, Notification::chat(&message)).await
 }
 

@@ -12,6 +12,8 @@ pub struct Limits {
     /// Websockets one user may hold open in this process, both tiers together
     /// (`SOCKETS_PER_USER`); `None` for no cap. Over it a subscription is refused with 429.
     pub sockets_per_user: Option<usize>,
+    /// Largest group (`MAX_GROUP_MEMBERS`, 256).
+    pub max_group_members: usize,
     /// `POST /chat/messages` per user (`POST_RATE_LIMIT_*`); `None` for no limit.
     #[cfg(feature = "rate-limit")]
     #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
@@ -23,6 +25,7 @@ impl Default for Limits {
         Self {
             max_content_bytes: DEFAULT_MAX_CONTENT_BYTES,
             sockets_per_user: None,
+            max_group_members: crate::conversation::DEFAULT_MAX_GROUP_MEMBERS,
             #[cfg(feature = "rate-limit")]
             post_rate: None,
         }

@@ -9,6 +9,7 @@
 mod bearer;
 #[cfg(feature = "ws")]
 mod chat_tier;
+mod conversations;
 mod error;
 mod extract;
 #[cfg(feature = "ws")]
@@ -34,6 +35,9 @@ mod upgrade;
 pub use bearer::require_bearer;
 #[cfg(feature = "ws")]
 pub use chat_tier::{chat_tier_router, ChatTierState};
+pub use conversations::{
+    conversations_router, ChatTier, ConversationList, ConversationsState, ReadReceipt, ReadState,
+};
 pub use error::{ApiError, ErrorBody};
 pub use extract::{JsonBody, QueryParams};
 #[cfg(feature = "ws")]
@@ -48,7 +52,9 @@ pub use limits::Limits;
 pub use notification_tier::{notification_tier_router, NotificationTierState};
 #[cfg(feature = "openapi")]
 pub use openapi::{openapi_document, openapi_router};
-pub use ops::{inbox_readiness, ops_router, store_readiness, OpsState, ReadinessCheck};
+pub use ops::{
+    conversations_readiness, inbox_readiness, ops_router, store_readiness, OpsState, ReadinessCheck,
+};
 pub use persistence::{persistence_router, HistoryPage, PersistenceState};
 
 /// Name of the request header carrying a client's idempotency key.

@@ -9,7 +9,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::inbox::{MarkRead, NotificationPage, UnreadCount};
+use super::conversations::{ConversationList, ReadReceipt, ReadState};
 use super::{ErrorBody, HistoryPage};
+use crate::conversation::list::ConversationSummary;
+use crate::conversation::{Conversation, ConversationKind, MembershipChange, NewGroup};
 use crate::inbox::InboxEntry;
 use crate::model::{
     ChatMessage, NewChatMessage, Notification, NotificationType, PaymentReminder, PurchaseUpdate,
@@ -30,6 +33,11 @@ use crate::model::{
         super::inbox::list_notifications,
         super::inbox::unread_count,
         super::inbox::mark_read,
+        super::conversations::create_group,
+        super::conversations::list_conversations,
+        super::conversations::get_conversation,
+        super::conversations::change_members,
+        super::conversations::mark_read,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,
@@ -47,13 +55,22 @@ use crate::model::{
         InboxEntry,
         NotificationPage,
         UnreadCount,
-        MarkRead
+        MarkRead,
+        Conversation,
+        ConversationKind,
+        NewGroup,
+        MembershipChange,
+        ConversationSummary,
+        ConversationList,
+        ReadReceipt,
+        ReadState
     )),
     modifiers(&BearerScheme),
     tags(
         (name = "chat", description = "Storing and reading messages"),
         (name = "websockets", description = "Live delivery"),
         (name = "notifications", description = "The notification inbox: every notification kept, with read state"),
+        (name = "conversations", description = "Groups, the conversation list and read receipts"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -112,6 +129,11 @@ mod tests {
             ("/notifications", "get"),
             ("/notifications/unread-count", "get"),
             ("/notifications/read", "post"),
+            ("/conversations", "post"),
+            ("/conversations", "get"),
+            ("/conversations/{stream_id}", "get"),
+            ("/conversations/{stream_id}/members", "post"),
+            ("/chat/read", "post"),
             ("/healthz", "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path}");
@@ -146,7 +168,7 @@ mod tests {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        assert_eq!(required, ["content", "sender_id", "receiver_id"]);
+        assert_eq!(required, ["content", "sender_id"], "receiver_id: direct only");
         assert_eq!(
             json["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"

@@ -37,6 +37,16 @@ pub fn inbox_readiness(inbox: Arc<dyn crate::inbox::InboxStore>) -> ReadinessChe
     })
 }
 
+/// Builds a readiness check from a conversation store's `ping`.
+pub fn conversations_readiness(
+    conversations: Arc<dyn crate::conversation::ConversationStore>,
+) -> ReadinessCheck {
+    Arc::new(move || {
+        let conversations = Arc::clone(&conversations);
+        Box::pin(async move { conversations.ping().await.map_err(|e| e.to_string()) })
+    })
+}
+
 /// State of the operational routes.
 #[derive(Clone)]
 pub struct OpsState {

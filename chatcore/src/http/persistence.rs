@@ -16,6 +16,7 @@ use super::rate_limit::RateLimiter;
 use super::ErrorBody;
 use super::{ApiError, JsonBody, Limits, QueryParams};
 use crate::auth::Caller;
+use crate::conversation::{Conversation, ConversationStore};
 use crate::metrics::Metrics;
 use crate::model::{check_id, check_stream, ChatMessage, NewChatMessage};
 use crate::store::{HistoryQuery, MessageStore};
@@ -25,6 +26,8 @@ use crate::store::{HistoryQuery, MessageStore};
 pub struct PersistenceState {
     /// Where messages go.
     pub store: Arc<dyn MessageStore>,
+    /// Groups: who may post to and read a group.
+    pub conversations: Arc<dyn ConversationStore>,
     /// Client limits.
     pub limits: Limits,
     /// Counters.
@@ -57,7 +60,7 @@ pub fn persistence_router(state: PersistenceState) -> Router {
         path = "/chat/messages",
         tag = "chat",
         summary = "Store a chat message",
-        description = "Validates and stores a message; delivery to the participants' sockets follows from the store's change feed. Alias: `POST /chat/persist`.",
+        description = "Validates and stores a message; delivery to the participants' sockets follows from the store's change feed. A message to a group names the group's `stream_id` and no `receiver_id`; its sender must be a member. Alias: `POST /chat/persist`.",
         request_body = NewChatMessage,
         params(
             ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key (per sender) returns the first message with 200 instead of storing a second copy"),
@@ -69,7 +72,8 @@ pub fn persistence_router(state: PersistenceState) -> Router {
             (status = 200, description = "A repeated Idempotency-Key: the first message", body = ChatMessage),
             (status = 400, description = "Invalid JSON, empty content, bad ids or a mismatched stream_id", body = ErrorBody),
             (status = 401, description = "Missing or invalid bearer token (AUTH_MODE=jwt)", body = ErrorBody),
-            (status = 403, description = "sender_id is not the token's subject", body = ErrorBody),
+            (status = 403, description = "sender_id is not the token's subject, or not a member of the group", body = ErrorBody),
+            (status = 404, description = "A group message to an unknown group", body = ErrorBody),
             (status = 413, description = "content over MAX_CONTENT_BYTES", body = ErrorBody),
             (status = 429, description = "Over the user's POST rate limit (Retry-After)", body = ErrorBody),
             (status = 503, description = "The store is unavailable", body = ErrorBody),
@@ -86,7 +90,13 @@ pub(super) async fn post_message(
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
     caller.require_user(&message.sender_id)?;
-    let valid = message.validate(state.limits.max_content_bytes)?;
+    let valid = match message.is_group() {
+        true => {
+            let group = group_of(&state, message.stream_id.as_deref()).await?;
+            message.validate_for_group(state.limits.max_content_bytes, &group)?
+        }
+        false => message.validate(state.limits.max_content_bytes)?,
+    };
     check_routing_key(&route, &headers, valid.stream_id())?;
     let inserted = state
         .store
@@ -100,6 +110,22 @@ pub(super) async fn post_message(
     };
     tracing::debug!(message_id = %inserted.message.message_id, stream_id = %inserted.message.stream_id, created = inserted.created, "message stored");
     Ok((status, Json(inserted.message)).into_response())
+}
+
+/// The group a group message names (400 without a well-formed `stream_id`, 404 unknown).
+async fn group_of(
+    state: &PersistenceState,
+    stream_id: Option<&str>,
+) -> Result<Conversation, ApiError> {
+    let stream_id = stream_id.ok_or_else(|| {
+        ApiError::BadRequest("receiver_id is required (or a group's stream_id)".to_owned())
+    })?;
+    let stream_id = required_stream_id(Some(stream_id))?;
+    state
+        .conversations
+        .group(&stream_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no conversation {stream_id:?}")))
 }
 
 /// The query of `POST /chat/messages`.
@@ -138,6 +164,7 @@ pub(super) struct HistoryParams {
     pub(super) stream_id: Option<String>,
     pub(super) sender_id: Option<String>,
     pub(super) receiver_id: Option<String>,
+    pub(super) user_id: Option<String>,
     pub(super) since: Option<String>,
     pub(super) before: Option<String>,
     pub(super) limit: Option<String>,
@@ -155,6 +182,7 @@ pub(super) struct HistoryParams {
             ("stream_id" = String, Query, description = "16 lowercase hex characters", pattern = "^[0-9a-f]{16}$"),
             ("sender_id" = Option<String>, Query, description = "One participant (required with authentication)", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
             ("receiver_id" = Option<String>, Query, description = "The other participant (required with authentication)", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
+            ("user_id" = Option<String>, Query, description = "For a group: the reading member (required without authentication)", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
             ("since" = Option<String>, Query, description = "Exclusive lower bound, a message_id", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
             ("before" = Option<String>, Query, description = "Exclusive upper bound, a message_id", min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"),
             ("limit" = Option<u32>, Query, description = "1 to 500, default 50 (larger values are clamped)", minimum = 1),
@@ -163,7 +191,7 @@ pub(super) struct HistoryParams {
             (status = 200, description = "A page of messages", body = HistoryPage),
             (status = 400, description = "Missing or malformed parameter", body = ErrorBody),
             (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-            (status = 403, description = "The subject is not a participant", body = ErrorBody),
+            (status = 403, description = "The subject is not a participant, or not a member of the group", body = ErrorBody),
             (status = 503, description = "The store is unavailable", body = ErrorBody),
         ),
         security((), ("bearer" = [])),
@@ -175,7 +203,10 @@ pub(super) async fn get_history(
     QueryParams(params): QueryParams<HistoryParams>,
 ) -> Result<Json<HistoryPage>, ApiError> {
     let stream_id = required_stream_id(params.stream_id.as_deref())?;
-    authorize_history(&caller, &stream_id, &params)?;
+    match state.conversations.group(&stream_id).await? {
+        Some(group) => authorize_group_reader(&caller, &group, params.user_id.as_ref())?,
+        None => authorize_history(&caller, &stream_id, &params)?,
+    }
     let mut query = HistoryQuery::stream(stream_id).limit(parse_limit(params.limit.as_deref())?);
     if let Some(since) = params.since {
         check_id("since", &since)?;
@@ -195,6 +226,32 @@ pub(super) async fn get_history(
 pub struct HistoryPage {
     /// Messages, ascending by `message_id`.
     pub messages: Vec<ChatMessage>,
+}
+
+/// A group's history is for its members: `user_id` (the token's subject with authentication)
+/// must be one.
+pub(super) fn authorize_group_reader(
+    caller: &Caller,
+    group: &Conversation,
+    user_id: Option<&String>,
+) -> Result<(), ApiError> {
+    let reader = match (caller.subject(), user_id) {
+        (Some(subject), _) => subject,
+        (None, Some(user_id)) => {
+            check_id("user_id", user_id)?;
+            user_id.as_str()
+        }
+        (None, None) => return Err(ApiError::BadRequest("user_id is required".to_owned())),
+    };
+    if let Some(user_id) = user_id {
+        caller.require_user(user_id)?;
+    }
+    match group.has_member(reader) {
+        true => Ok(()),
+        false => Err(ApiError::Forbidden(format!(
+            "{reader:?} is not a member of this conversation"
+        ))),
+    }
 }
 
 /// History needs no participants while authentication is off. An authenticated caller must name

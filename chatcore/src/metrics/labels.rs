@@ -91,3 +91,15 @@ label_enum! {
         ReceiverOnline => "receiver_online",
     }
 }
+
+/// A conversation write the persistence API counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConversationChange {
+    /// `POST /conversations`.
+    GroupCreated,
+    /// `POST /conversations/{stream_id}/members`.
+    MembersChanged,
+    /// `POST /chat/read` that moved a marker.
+    ReadMarkerMoved,
+}

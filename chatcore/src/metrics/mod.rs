@@ -10,5 +10,5 @@
 mod labels;
 mod recorder;
 
-pub use labels::{DeliveryResult, DropReason, EmailResult, Outcome};
+pub use labels::{ConversationChange, DeliveryResult, DropReason, EmailResult, Outcome};
 pub use recorder::Metrics;

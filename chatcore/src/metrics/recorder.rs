@@ -1,6 +1,6 @@
 //! [`Metrics`]: what the library records, kept and rendered with the `prometheus` feature.
 
-use super::labels::{DeliveryResult, DropReason, EmailResult, Outcome};
+use super::labels::{ConversationChange, DeliveryResult, DropReason, EmailResult, Outcome};
 use crate::tier::Tier;
 
 /// Every counter the library records.
@@ -89,6 +89,15 @@ impl Metrics {
     pub fn message_stored(&self) {
         #[cfg(feature = "prometheus")]
         self.prometheus.message_stored();
+    }
+
+    /// Counts a conversation write (`chatcore_groups_created_total`,
+    /// `chatcore_membership_changes_total`, `chatcore_read_receipts_total`).
+    pub fn conversation(&self, change: ConversationChange) {
+        #[cfg(feature = "prometheus")]
+        self.prometheus.conversation(change);
+        #[cfg(not(feature = "prometheus"))]
+        let _ = change;
     }
 
     /// Counts an e-mail of the e-mail consumer (`chatcore_emails_total{result}`).
@@ -229,6 +238,9 @@ mod prometheus {
         inbox_written: Counter<u64, AtomicU64>,
         inbox_read: Counter<u64, AtomicU64>,
         inbox_read_requests: Counter<u64, AtomicU64>,
+        groups_created: Counter<u64, AtomicU64>,
+        membership_changes: Counter<u64, AtomicU64>,
+        read_receipts: Counter<u64, AtomicU64>,
     }
 
     impl Default for Counters {
@@ -247,6 +259,9 @@ mod prometheus {
                 inbox_written: Counter::default(),
                 inbox_read: Counter::default(),
                 inbox_read_requests: Counter::default(),
+                groups_created: Counter::default(),
+                membership_changes: Counter::default(),
+                read_receipts: Counter::default(),
             };
             counters.registered()
         }
@@ -314,6 +329,21 @@ mod prometheus {
                 "inbox_read_requests",
                 "Mark-read requests served",
                 self.inbox_read_requests.clone(),
+            );
+            r.register(
+                "groups_created",
+                "Groups created by POST /conversations",
+                self.groups_created.clone(),
+            );
+            r.register(
+                "membership_changes",
+                "Group membership changes applied",
+                self.membership_changes.clone(),
+            );
+            r.register(
+                "read_receipts",
+                "Read receipts that moved a read marker",
+                self.read_receipts.clone(),
             );
             self
         }
@@ -386,6 +416,14 @@ mod prometheus {
 
         pub(super) fn message_stored(&self) {
             self.messages_stored.inc();
+        }
+
+        pub(super) fn conversation(&self, change: super::ConversationChange) {
+            match change {
+                super::ConversationChange::GroupCreated => self.groups_created.inc(),
+                super::ConversationChange::MembersChanged => self.membership_changes.inc(),
+                super::ConversationChange::ReadMarkerMoved => self.read_receipts.inc(),
+            };
         }
 
         pub(super) fn email(&self, result: EmailResult) {

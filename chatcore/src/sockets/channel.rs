@@ -13,6 +13,7 @@ pub type SessionId = u64;
 #[derive(Debug)]
 pub struct SessionHandle {
     id: SessionId,
+    user: Option<std::sync::Arc<str>>,
     outbound: mpsc::Sender<SharedFrame>,
     close: watch::Sender<Option<CloseReason>>,
 }
@@ -33,6 +34,18 @@ impl SessionHandle {
     /// The session id.
     pub fn id(&self) -> SessionId {
         self.id
+    }
+
+    /// The user the session belongs to, when known.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Marks the session as `user`'s, so [`SocketRegistry::close_user`](super::SocketRegistry::close_user)
+    /// finds it.
+    pub fn for_user(mut self, user: &str) -> Self {
+        self.user = Some(std::sync::Arc::from(user));
+        self
     }
 
     /// Queues `frame` without waiting.
@@ -80,6 +93,7 @@ pub fn session_channel(capacity: usize) -> (SessionHandle, SessionReceiver) {
     (
         SessionHandle {
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+            user: None,
             outbound: outbound_tx,
             close: close_tx,
         },

@@ -19,6 +19,10 @@ pub const SLOW_CLIENT_CLOSE_CODE: u16 = 4001;
 /// `since=`, which also moves it to its key's current instance after a balancer rebalanced.
 pub const SESSION_EXPIRED_CLOSE_CODE: u16 = 4002;
 
+/// Close code sent to a member's chat sessions of a group they were removed from (or left): the
+/// client drops the conversation; reconnecting is refused with 403.
+pub const REMOVED_FROM_GROUP_CLOSE_CODE: u16 = 4003;
+
 /// The longest reason a close frame carries, in bytes (RFC 6455: 125 less the code).
 pub const MAX_CLOSE_REASON_BYTES: usize = 123;
 

@@ -179,6 +179,31 @@ impl PartialEq<String> for FrameText {
     }
 }
 
+/// The version of the frames a chat session gets: the seed's bare messages, or typed frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// Protocol 1: each frame a bare chat message, exactly as the seed sends it.
+    #[default]
+    Bare,
+    /// Protocol 2 (`protocol=2`): typed frames, `{"type": "message", "message": {...}}`,
+    /// `{"type": "read", ...}`.
+    Typed,
+}
+
+/// What a frame is for protocol-2 sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TypedText {
+    /// The same text as every session (notification frames).
+    #[default]
+    Same,
+    /// Protocol-2 sessions get this text instead (a chat message's typed frame).
+    Other(FrameText),
+    /// Only protocol-2 sessions get the frame (a `read` frame); protocol-1 sessions skip it.
+    Only,
+}
+
 /// One outbound websocket text frame, cheap to clone for a broadcast.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -186,6 +211,8 @@ pub struct Frame {
     pub text: FrameText,
     /// When set, a session sends a frame with this id at most once.
     pub dedup_id: Option<DedupId>,
+    /// What protocol-2 sessions get.
+    pub typed: TypedText,
 }
 
 impl Frame {
@@ -194,6 +221,7 @@ impl Frame {
         Self {
             text,
             dedup_id: None,
+            typed: TypedText::Same,
         }
     }
 
@@ -202,6 +230,39 @@ impl Frame {
         Self {
             text,
             dedup_id: Some(DedupId::new(id)),
+            typed: TypedText::Same,
+        }
+    }
+
+    /// A frame only protocol-2 sessions get.
+    pub fn typed_only(text: FrameText) -> Self {
+        Self {
+            text,
+            dedup_id: None,
+            typed: TypedText::Only,
+        }
+    }
+
+    /// Protocol-2 sessions get `typed` instead of the text.
+    pub fn with_typed(mut self, typed: FrameText) -> Self {
+        self.typed = TypedText::Other(typed);
+        self
+    }
+
+    /// The text a session of `protocol` sends, or `None` when the frame is not for it.
+    ///
+    /// ```
+    /// use chatcore::sockets::{Frame, FrameText, Protocol};
+    /// let message = Frame::new(FrameText::from("{}")).with_typed(FrameText::from("typed"));
+    /// assert_eq!(message.text_for(Protocol::Bare).map(|t| t.as_str()), Some("{}"));
+    /// assert_eq!(message.text_for(Protocol::Typed).map(|t| t.as_str()), Some("typed"));
+    /// assert_eq!(Frame::typed_only(FrameText::from("r")).text_for(Protocol::Bare), None);
+    /// ```
+    pub fn text_for(&self, protocol: Protocol) -> Option<&FrameText> {
+        match (protocol, &self.typed) {
+            (Protocol::Typed, TypedText::Other(typed)) => Some(typed),
+            (Protocol::Bare, TypedText::Only) => None,
+            _ => Some(&self.text),
         }
     }
 }

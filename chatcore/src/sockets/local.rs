@@ -236,6 +236,17 @@ impl SocketRegistry for LocalSocketRegistry {
         group.map_or(0, HashMap::len)
     }
 
+    fn close_user(&self, key: &str, user_id: &str, reason: CloseReason) -> usize {
+        let sessions = self.read();
+        let mut asked = 0;
+        let group = sessions.get(key).into_iter().flat_map(HashMap::values);
+        for session in group.filter(|s| s.user() == Some(user_id)) {
+            session.request_close(reason.clone());
+            asked += 1;
+        }
+        asked
+    }
+
     fn close_all(&self, reason: CloseReason) -> usize {
         let sessions = self.write();
         self.closing.store(true, Ordering::SeqCst);

@@ -29,11 +29,11 @@ mod subscription;
 pub use channel::{session_channel, QueueError, SessionHandle, SessionId, SessionReceiver};
 pub use close::{
     CloseReason, FAILOVER_CLOSE_CODE, INTERNAL_ERROR_CLOSE_CODE, MAX_CLOSE_REASON_BYTES,
-    MESSAGE_TOO_BIG_CLOSE_CODE, SESSION_EXPIRED_CLOSE_CODE, SHUTDOWN_CLOSE_CODE,
-    SLOW_CLIENT_CLOSE_CODE,
+    MESSAGE_TOO_BIG_CLOSE_CODE, REMOVED_FROM_GROUP_CLOSE_CODE, SESSION_EXPIRED_CLOSE_CODE,
+    SHUTDOWN_CLOSE_CODE, SLOW_CLIENT_CLOSE_CODE,
 };
 pub use config::{SessionConfig, DEFAULT_QUEUE_CAPACITY};
-pub use frame::{Frame, FrameText, SharedFrame};
+pub use frame::{Frame, FrameText, Protocol, SharedFrame, TypedText};
 pub use local::{LocalSocketRegistry, SlowClientPolicy};
 pub use quota::{QuotaGuard, SocketQuota};
 pub use registry::SocketRegistry;

@@ -21,6 +21,10 @@ pub trait SocketRegistry: Send + Sync {
     /// Asks every session of `key` to close; returns how many were asked.
     fn close(&self, key: &str, reason: CloseReason) -> usize;
 
+    /// Asks the sessions of `key` that belong to `user_id` to close (a member removed from a
+    /// group); returns how many were asked.
+    fn close_user(&self, key: &str, user_id: &str, reason: CloseReason) -> usize;
+
     /// Asks every session to close and refuses new ones (shutdown).
     fn close_all(&self, reason: CloseReason) -> usize;
 

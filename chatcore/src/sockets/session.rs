@@ -10,7 +10,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use super::sent::Sent;
 use super::{
-    CloseReason, Frame, SessionId, SharedFrame, Subscription, MESSAGE_TOO_BIG_CLOSE_CODE,
+    CloseReason, Frame, Protocol, SessionId, SharedFrame, Subscription, MESSAGE_TOO_BIG_CLOSE_CODE,
     SESSION_EXPIRED_CLOSE_CODE, SHUTDOWN_CLOSE_CODE,
 };
 
@@ -37,7 +37,7 @@ impl Subscription {
         let mut replay = replay.into_iter().map(Arc::new).peekable();
         while replay.peek().is_some() {
             let batch = replay.by_ref().take(MAX_BATCH);
-            if !write_batch(&mut sink, &mut sent, batch, write_wait).await {
+            if !write_batch(&mut sink, &mut sent, batch, self.protocol, write_wait).await {
                 return;
             }
         }
@@ -79,7 +79,7 @@ impl Subscription {
                     let Some(first) = frame else { return };
                     let queued = std::iter::from_fn(|| outbound.try_recv().ok());
                     let batch = std::iter::once(first).chain(queued).take(MAX_BATCH);
-                    if !write_batch(&mut sink, &mut sent, batch, write_wait).await {
+                    if !write_batch(&mut sink, &mut sent, batch, self.protocol, write_wait).await {
                         return;
                     }
                 }
@@ -116,18 +116,23 @@ impl Subscription {
     }
 }
 
-/// Writes the frames of `batch` not sent before, then flushes once; all within `write_wait`.
+/// Writes the frames of `batch` not sent before, as `protocol` has them, then flushes once; all
+/// within `write_wait`.
 async fn write_batch(
     sink: &mut Sink,
     sent: &mut Sent,
     batch: impl Iterator<Item = SharedFrame>,
+    protocol: Protocol,
     write_wait: Duration,
 ) -> bool {
     let write = async {
         for frame in batch {
+            let Some(text) = frame.text_for(protocol) else {
+                continue;
+            };
             if sent.first_time(&frame) {
                 // A reference count: the text is already in the socket's representation.
-                sink.feed(Message::Text(frame.text.to_wire())).await?;
+                sink.feed(Message::Text(text.to_wire())).await?;
             }
         }
         sink.flush().await

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{session_channel, SessionConfig, SessionId, SessionReceiver, SocketRegistry};
+use super::{session_channel, Protocol, SessionConfig, SessionId, SessionReceiver, SocketRegistry};
 
 /// A registered session; unregisters itself when dropped. [`Subscription::run`] serves it on a
 /// websocket.
@@ -14,6 +14,7 @@ pub struct Subscription {
     pub(super) config: SessionConfig,
     pub(super) registered: bool,
     pub(super) floor: Option<Arc<str>>,
+    pub(super) protocol: Protocol,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -29,7 +30,21 @@ impl Subscription {
     /// Registers a new session under `key`. Frames broadcast from now on are queued for it, so
     /// a caller can read history afterwards and lose nothing in between.
     pub fn open(registry: Arc<dyn SocketRegistry>, key: &str, config: SessionConfig) -> Self {
-        let (handle, receiver) = session_channel(config.queue_capacity);
+        Self::open_as(registry, key, None, config)
+    }
+
+    /// Registers a new session of `user` under `key` (see [`Subscription::open`]), so the
+    /// registry can close a user's sessions of a key ([`SocketRegistry::close_user`]).
+    pub fn open_as(
+        registry: Arc<dyn SocketRegistry>,
+        key: &str,
+        user: Option<&str>,
+        config: SessionConfig,
+    ) -> Self {
+        let (mut handle, receiver) = session_channel(config.queue_capacity);
+        if let Some(user) = user {
+            handle = handle.for_user(user);
+        }
         let id = handle.id();
         let registered = registry.register(key, handle);
         Self {
@@ -40,7 +55,14 @@ impl Subscription {
             config,
             registered,
             floor: None,
+            protocol: Protocol::Bare,
         }
+    }
+
+    /// Sends the frames of `protocol` (the seed's bare messages by default).
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// Skips every frame whose dedup id sorts at or below `since`: a client resuming after

@@ -4,4 +4,5 @@
 //! naming the check that failed; the in-memory implementations pass them in this crate's own
 //! tests, the backend crates run them against their real servers.
 
+pub mod conversations;
 pub mod inbox;

@@ -137,6 +137,7 @@ mod tests {
             "NODE_ID",
             "SHUTDOWN_TIMEOUT",
             "STARTUP_TIMEOUT",
+            "MAX_GROUP_MEMBERS",
             "PING_INTERVAL",
             "PONG_WAIT",
             "WRITE_WAIT",

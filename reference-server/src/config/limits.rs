@@ -1,4 +1,4 @@
-//! Request limits: content size, sockets per user and the post rate.
+//! Request limits: content size, sockets per user, group size and the post rate.
 
 use chatcore::http::rate_limit::RateLimit;
 use chatcore::http::Limits;
@@ -29,6 +29,14 @@ pub struct LimitSettings {
         default_value_t = 10
     )]
     pub post_rate_limit_per_second: u32,
+    /// Largest group: members a group may have (2 to this at creation).
+    #[arg(
+        long,
+        global = true,
+        env = "MAX_GROUP_MEMBERS",
+        default_value_t = chatcore::conversation::DEFAULT_MAX_GROUP_MEMBERS
+    )]
+    pub max_group_members: usize,
     /// Posts a user may make at once before the per-second rate applies.
     #[arg(
         long,
@@ -48,8 +56,15 @@ impl LimitSettings {
                 reason: "must be at least 1",
             });
         }
+        if self.max_group_members < 2 {
+            return Err(ConfigError::Invalid {
+                variable: "MAX_GROUP_MEMBERS",
+                reason: "must be at least 2",
+            });
+        }
         Ok(Limits {
             max_content_bytes: self.max_content_bytes,
+            max_group_members: self.max_group_members,
             sockets_per_user: (self.sockets_per_user > 0).then_some(self.sockets_per_user),
             post_rate: (self.post_rate_limit_per_second > 0).then_some(RateLimit {
                 per_second: self.post_rate_limit_per_second,

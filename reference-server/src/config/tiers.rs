@@ -7,7 +7,8 @@ use chatcore::config::parse_duration;
 /// Addresses of the remote websocket tiers (flattened into [`super::Settings`] as `tiers`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TierSettings {
-    /// Base URL of the chat websocket tier (role `change-handler`).
+    /// Base URL of the chat websocket tier (roles `change-handler`, and `persistence` for read
+    /// frames and removed members' closes).
     #[arg(
         long,
         global = true,

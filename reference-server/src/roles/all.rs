@@ -35,6 +35,7 @@ async fn all_in_one_builder(
         .event_store(events)
         .message_store(store.message_store().await?)
         .inbox(store.inbox(settings).await?)
+        .conversations(store.conversations().await?)
         .consumer_group(&settings.kafka.group);
     if let Some((name, check)) = probe {
         builder = builder.readiness(name, check);

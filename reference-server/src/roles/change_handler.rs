@@ -2,7 +2,9 @@
 //! and notification tiers (through the balancer), with the failover call to
 //! `/chat/close-stream` after exhausted retries. With `NOTIFICATION_STRATEGY=separate` or
 //! `segregated` chat notifications come from a second consumer group, `<group>-notifications`;
-//! commerce notifications come from their Kafka topics or MongoDB change streams. It serves only
+//! commerce notifications come from their Kafka topics or MongoDB change streams; with
+//! `MONGO_URI`, group messages notify every member and the conversation list's view is kept
+//! from `<group>-conversation-view`. It serves only
 //! `/healthz`, `/readyz` and `/metrics`.
 
 use std::future::Future;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use chatcore::app::ConsumerSet;
 use chatcore::change::ChangeSource;
+use chatcore::conversation::VIEW_CONSUMER_GROUP;
 use chatcore::forward::{HttpForwarder, TierEndpoint};
 use chatcore::http::{self, OpsState};
 use chatcore::metrics::Metrics;
@@ -78,6 +81,24 @@ impl ChangeHandler {
             false => None,
         };
         let store = Store::open(settings).await?;
+        // Groups live in MongoDB: without MONGO_URI the handler cannot find a group's members.
+        let conversations = match &store {
+            Store::Mongo(_) => Some(store.conversations().await?),
+            _ => {
+                tracing::warn!("no MONGO_URI: group messages notify nobody and the conversation list is not kept");
+                None
+            }
+        };
+        let view_source = match conversations {
+            Some(_) => Some(Arc::new(kafka_source_of(
+                settings,
+                bootstrap,
+                &format!("{}-{VIEW_CONSUMER_GROUP}", settings.kafka.group),
+                CHAT_COLLECTION,
+                &settings.kafka.topic,
+            )?) as Arc<dyn ChangeSource>),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let tasks = ConsumerSet {
             chat_source: Arc::new(kafka_source(settings, bootstrap)?),
@@ -86,6 +107,8 @@ impl ChangeHandler {
             event_store: events,
             forwarder: forwarder.clone(),
             closer: forwarder,
+            conversations,
+            view_source,
         }
         .spawn(&config.delivery(), &metrics, &shutdown);
         Ok(Self {

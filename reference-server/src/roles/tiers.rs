@@ -7,9 +7,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use chatcore::forward::{InProcessForwarder, InboxForwarder};
+use chatcore::forward::{HttpForwarder, InProcessForwarder, InboxForwarder, TierEndpoint};
 use chatcore::http::{
-    self, ChatTierState, InternalState, NotificationTierState, OpsState, PersistenceState,
+    self, ChatTier, ChatTierState, ConversationsState, InternalState, NotificationTierState,
+    OpsState, PersistenceState,
 };
 use chatcore::metrics::Metrics;
 use chatcore::sockets::{
@@ -23,14 +24,11 @@ use crate::config::{ConfigError, Settings};
 use crate::serving::{serve_routes, Listeners, Routes, ServeOptions};
 use crate::ServerError;
 
-/// The message store of a split role: MongoDB, which `MONGO_URI` must name (an in-memory store
-/// would not be shared with the other processes).
-async fn shared_store(
-    settings: &Settings,
-    role: &'static str,
-) -> Result<Arc<dyn MessageStore>, ConfigError> {
+/// The backend of a split role: MongoDB, which `MONGO_URI` must name (an in-memory store would
+/// not be shared with the other processes).
+async fn shared_backend(settings: &Settings, role: &'static str) -> Result<Store, ConfigError> {
     Settings::required(&settings.mongo.uri, "MONGO_URI", role)?;
-    Store::open(settings).await?.message_store().await
+    Store::open(settings).await
 }
 
 fn ops(metrics: &Arc<Metrics>, store: Option<&Arc<dyn MessageStore>>) -> Router {
@@ -55,21 +53,56 @@ fn client_routes(settings: &Settings, tier: Router, ops: Router) -> Result<Route
     Ok(tier.merge(ops).merge(http::openapi_router()))
 }
 
-/// Serves role `persistence`: `POST /chat/messages` (alias `/chat/persist`) and
-/// `GET /chat/messages` on MongoDB. Stateless: run as many as the write load needs.
+/// The chat tier as the persistence role reaches it (through the balancer, by `stream_id`) for
+/// read frames and removed members' closes: `CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_HOST`,
+/// or none (logged: read state and membership are stored, sockets are not told).
+fn remote_chat_tier(settings: &Settings) -> Option<ChatTier> {
+    let Some(url) = Settings::present(&settings.tiers.chat_ws_url) else {
+        tracing::warn!("no CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_HOST: read frames are not sent and removed members' sockets are not closed");
+        return None;
+    };
+    let endpoint = TierEndpoint {
+        timeout: settings.tiers.chat_ws_timeout,
+        ..TierEndpoint::new(url)
+    };
+    // Only chat-tier routes are called from here; the notification endpoint is never used.
+    let forwarder = Arc::new(HttpForwarder::new(
+        endpoint.clone(),
+        endpoint,
+        Settings::present(&settings.server.internal_token).map(str::to_owned),
+    ));
+    Some(ChatTier {
+        forwarder: forwarder.clone(),
+        closer: forwarder,
+    })
+}
+
+/// Serves role `persistence`: `POST /chat/messages` (alias `/chat/persist`),
+/// `GET /chat/messages`, the conversation routes and `POST /chat/read` on MongoDB. Stateless:
+/// run as many as the write load needs.
 pub async fn serve_persistence(
     settings: Settings,
     listeners: impl Into<Listeners>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let config = settings.app_config()?;
-    let store = shared_store(&settings, "persistence").await?;
+    let backend = shared_backend(&settings, "persistence").await?;
+    let store = backend.message_store().await?;
+    let conversations = backend.conversations().await?;
     let metrics = Arc::new(Metrics::new());
     let tier = http::persistence_router(PersistenceState {
         store: store.clone(),
+        conversations: conversations.clone(),
+        limits: config.limits.clone(),
+        metrics: metrics.clone(),
+    })
+    .merge(http::conversations_router(ConversationsState {
+        store: store.clone(),
+        conversations,
+        chat_tier: remote_chat_tier(&settings),
         limits: config.limits,
         metrics: metrics.clone(),
-    });
+    }));
     let client = client_routes(&settings, tier, ops(&metrics, Some(&store)))?;
     let routes = Routes {
         client,
@@ -135,7 +168,8 @@ pub async fn serve_chat_ws(
     let listeners = listeners.into();
     require_internal_listener(&listeners, ROLE)?;
     let config = settings.app_config()?;
-    let store = shared_store(&settings, ROLE).await?;
+    let backend = shared_backend(&settings, ROLE).await?;
+    let store = backend.message_store().await?;
     let metrics = Arc::new(Metrics::new());
     let sockets = Arc::new(
         LocalSocketRegistry::new(Tier::Chat, metrics.clone())
@@ -149,6 +183,7 @@ pub async fn serve_chat_ws(
     let tier = http::chat_tier_router(ChatTierState {
         sockets: sockets.clone(),
         store: store.clone(),
+        conversations: backend.conversations().await?,
         session: config.session,
         quota: SocketQuota::new(config.limits.sockets_per_user),
     });

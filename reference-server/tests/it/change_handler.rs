@@ -19,7 +19,7 @@ fn stored(ids: &mut MessageIdGenerator, content: &str) -> ChatMessage {
     NewChatMessage {
         content: content.into(),
         sender_id: "alice".into(),
-        receiver_id: "bob".into(),
+        receiver_id: Some("bob".into()),
         stream_id: None,
     }
     .validate(65_536)

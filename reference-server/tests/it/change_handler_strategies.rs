@@ -92,7 +92,7 @@ async fn segregated_chat_flows_while_the_notification_tier_refuses() {
             NewChatMessage {
                 content: format!("m{n}"),
                 sender_id: "alice".into(),
-                receiver_id: "bob".into(),
+                receiver_id: Some("bob".into()),
                 stream_id: None,
             }
             .validate(65_536)

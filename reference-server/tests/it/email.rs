@@ -148,7 +148,7 @@ fn message(id: &str, sender: &str, receiver: &str, content: &str) -> ChatMessage
         created_at: chrono::Utc::now(),
         stream_id: stream_id(sender, receiver),
         sender_id: sender.into(),
-        receiver_id: receiver.into(),
+        receiver_id: Some(receiver.into()),
     }
 }
 

@@ -29,7 +29,7 @@ fn message(id: &str) -> ChatMessage {
         created_at: "2026-11-26T12:00:00.000Z".parse().expect("time"),
         stream_id: stream_id("alice", "bob"),
         sender_id: "alice".into(),
-        receiver_id: "bob".into(),
+        receiver_id: Some("bob".into()),
     }
 }
 

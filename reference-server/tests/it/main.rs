@@ -14,6 +14,7 @@ mod auth;
 mod change_handler;
 mod change_handler_strategies;
 mod commerce;
+mod conversations;
 mod crash;
 mod debezium;
 mod delivery;

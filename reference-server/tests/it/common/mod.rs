@@ -195,6 +195,22 @@ impl TestServer {
         .await
     }
 
+    /// Opens a websocket on `path_and_query` (e.g. a group subscription), or returns the status
+    /// the handshake was refused with.
+    pub async fn try_connect(&self, path_and_query: &str) -> Result<Ws, u16> {
+        let url = format!("{}{path_and_query}", self.ws_base);
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("handshake in time")
+        {
+            Ok((stream, _)) => Ok(Ws(stream)),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(other) => panic!("websocket error: {other}"),
+        }
+    }
+
     /// Connects and waits until the session is registered, so nothing posted afterwards is missed.
     async fn connect(&self, url: &str) -> Ws {
         let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
