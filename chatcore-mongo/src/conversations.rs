@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatcore::conversation::{
-    Activity, Conversation, ConversationError, ConversationKind, ConversationStore,
-    MembersChanged, ReadMarker, ValidMembershipChange, CONVERSATIONS_COLLECTION,
-    CONVERSATION_VIEW_COLLECTION, READ_MARKERS_COLLECTION,
+    Activity, Conversation, ConversationError, ConversationKind, ConversationStore, MembersChanged,
+    ReadMarker, ValidMembershipChange, CONVERSATIONS_COLLECTION, CONVERSATION_VIEW_COLLECTION,
+    READ_MARKERS_COLLECTION,
 };
 use chatcore::model::ChatMessage;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -118,10 +118,11 @@ impl MongoConversations {
     /// of read markers, and the unique `{user_id: 1, stream_id: 1}` and the
     /// `{user_id: 1, created_at: -1, last_message_id: -1}` indexes of the view (idempotent).
     pub async fn create_indexes(&self) -> Result<(), ConversationError> {
-        self.bounded(
-            self.conversations
-                .create_index(index(doc! { "members": 1 }, MEMBERS_INDEX, false)),
-        )
+        self.bounded(self.conversations.create_index(index(
+            doc! { "members": 1 },
+            MEMBERS_INDEX,
+            false,
+        )))
         .await?;
         self.bounded(self.read_markers.create_index(index(
             doc! { "stream_id": 1, "user_id": 1 },
@@ -129,7 +130,11 @@ impl MongoConversations {
             true,
         )))
         .await?;
-        let entry = index(doc! { "user_id": 1, "stream_id": 1 }, VIEW_ENTRY_INDEX, true);
+        let entry = index(
+            doc! { "user_id": 1, "stream_id": 1 },
+            VIEW_ENTRY_INDEX,
+            true,
+        );
         let list = index(
             doc! { "user_id": 1, "created_at": -1, "last_message_id": -1 },
             VIEW_LIST_INDEX,
@@ -254,7 +259,12 @@ fn from_group_document(document: &Document) -> Result<Conversation, Conversation
         .get_array("members")
         .map_err(|_| bad("members"))?
         .iter()
-        .map(|member| member.as_str().map(str::to_owned).ok_or_else(|| bad("members")))
+        .map(|member| {
+            member
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad("members"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Conversation {
         stream_id: document.get_str("_id").map_err(|_| bad("_id"))?.to_owned(),
@@ -409,11 +419,7 @@ impl ConversationStore for MongoConversations {
                     format!("group {stream_id} kept changing for {attempt} attempts").into(),
                 ));
             }
-            tracing::debug!(
-                stream_id,
-                attempt,
-                "the group's members changed meanwhile"
-            );
+            tracing::debug!(stream_id, attempt, "the group's members changed meanwhile");
             tokio::time::sleep(crate::order::backoff(attempt)).await;
         }
         unreachable!("the loop returns")
@@ -491,8 +497,11 @@ impl ConversationStore for MongoConversations {
         members: &[String],
         message: &ChatMessage,
     ) -> Result<(), ConversationError> {
-        futures::stream::iter(members)
+        let writes: Vec<_> = members
+            .iter()
             .map(|member| self.record_one(member, message))
+            .collect();
+        futures::stream::iter(writes)
             .buffer_unordered(VIEW_WRITES_AT_ONCE)
             .try_collect::<()>()
             .await
@@ -540,5 +549,87 @@ impl ConversationStore for MongoConversations {
         self.bounded(self.database.run_command(doc! { "ping": 1 }))
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use mongodb::results::UpdateResult;
+
+    use super::*;
+
+    fn duplicate_key() -> mongodb::error::Error {
+        let error: mongodb::error::WriteError = mongodb::bson::from_document(
+            doc! { "code": DUPLICATE_KEY, "errmsg": "E11000 duplicate key error" },
+        )
+        .expect("a write error");
+        ErrorKind::Write(WriteFailure::WriteError(error)).into()
+    }
+
+    fn matched(count: u64) -> UpdateResult {
+        let mut result = UpdateResult::default();
+        result.matched_count = count;
+        result
+    }
+
+    async fn store() -> MongoConversations {
+        // Never connected: the writes below are made up.
+        let client = mongodb::Client::with_uri_str("mongodb://127.0.0.1:9/")
+            .await
+            .expect("client");
+        MongoConversations::new(client.database("unused"), Duration::from_secs(1))
+    }
+
+    /// The race a single-threaded wire server never runs: two first upserts both find no
+    /// document, the other one inserts first, and this one's insert hits the unique index. The
+    /// document now exists, so the same guarded write again, without the upsert, moves it when
+    /// this message is the newer one, and reports it held otherwise.
+    #[tokio::test]
+    async fn an_upsert_losing_the_race_of_two_first_writes_writes_again_without_upserting() {
+        let store = store().await;
+        for (second_matches, expected_written) in [(1, true), (0, false)] {
+            let calls = Mutex::new(Vec::new());
+            let outcome = store
+                .guarded(|upsert| {
+                    calls.lock().expect("calls").push(upsert);
+                    std::future::ready(if upsert {
+                        Err(duplicate_key())
+                    } else {
+                        Ok(matched(second_matches))
+                    })
+                })
+                .await
+                .expect("guarded");
+            assert_eq!(*calls.lock().expect("calls"), [true, false]);
+            assert_eq!(
+                matches!(outcome, Guarded::Written),
+                expected_written,
+                "{second_matches}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_guarded_upsert_that_writes_is_made_once() {
+        let store = store().await;
+        let upserted = || {
+            let mut result = UpdateResult::default();
+            result.upserted_id = Some(Bson::Int32(1));
+            result
+        };
+        for (result, expected_written) in [(matched(1), true), (upserted(), true)] {
+            let calls = Mutex::new(0);
+            let outcome = store
+                .guarded(|_| {
+                    *calls.lock().expect("calls") += 1;
+                    std::future::ready(Ok(result.clone()))
+                })
+                .await
+                .expect("guarded");
+            assert_eq!(*calls.lock().expect("calls"), 1);
+            assert_eq!(matches!(outcome, Guarded::Written), expected_written);
+        }
     }
 }

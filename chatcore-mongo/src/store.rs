@@ -489,6 +489,47 @@ impl MessageStore for MongoMessageStore {
         Ok(messages)
     }
 
+    /// One `find_one` of `{_id, stream_id}`. An id that is not an ObjectId is
+    /// [`StoreError::InvalidCursor`] (as a history cursor is); an ObjectId written otherwise than
+    /// this store hands ids out (24 lowercase hex characters, say in upper case) names no message
+    /// (`None`), as in the provided implementation.
+    async fn find(
+        &self,
+        stream_id: &str,
+        message_id: &str,
+    ) -> Result<Option<ChatMessage>, StoreError> {
+        let id = cursor("message_id", message_id)?;
+        if id.to_hex() != message_id {
+            return Ok(None);
+        }
+        let found = self
+            .bounded(async {
+                self.chat
+                    .find_one(doc! { "_id": id, "stream_id": stream_id })
+                    .await
+            })
+            .await?;
+        found.map(|d| from_document(&d)).transpose()
+    }
+
+    /// One `count_documents` of `{stream_id, _id: {$gt: after}, sender_id: {$ne: reader}}`, on
+    /// the `{stream_id: 1, _id: 1}` index. An `after` that is not an ObjectId is
+    /// [`StoreError::InvalidCursor`].
+    async fn count_unread(
+        &self,
+        stream_id: &str,
+        after: Option<&str>,
+        reader: &str,
+    ) -> Result<u64, StoreError> {
+        let mut filter = doc! { "stream_id": stream_id };
+        if let Some(after) = after {
+            filter.insert("_id", doc! { "$gt": cursor("after", after)? });
+        }
+        filter.insert("sender_id", doc! { "$ne": reader });
+        self.bounded(async { self.chat.count_documents(filter).await })
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(self.database.run_command(doc! { "ping": 1 }))
             .await

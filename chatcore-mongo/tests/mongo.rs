@@ -714,3 +714,232 @@ async fn the_mongo_inbox_passes_the_conformance_suite_with_its_indexes() {
         .or_else(|| ttl.get_i32("expireAfterSeconds").ok().map(i64::from));
     assert_eq!(expiry, Some(3600), "{ttl}");
 }
+
+async fn conversations(database: &Database) -> chatcore_mongo::MongoConversations {
+    let conversations = chatcore_mongo::MongoConversations::new(database.clone(), CALL);
+    conversations.create_indexes().await.expect("indexes");
+    conversations
+}
+
+/// The indexes of `collection`, as documents (`key`, `name`, `unique`...).
+async fn indexes_of(database: &Database, collection: &str) -> Vec<mongodb::bson::Document> {
+    database
+        .collection::<mongodb::bson::Document>(collection)
+        .list_indexes()
+        .await
+        .expect("indexes")
+        .map_ok(|index| mongodb::bson::to_document(&index).expect("document"))
+        .try_collect()
+        .await
+        .expect("list")
+}
+
+/// The index of `collection` on exactly `key`, and whether it is unique.
+async fn index_on(
+    database: &Database,
+    collection: &str,
+    key: mongodb::bson::Document,
+) -> (mongodb::bson::Document, bool) {
+    let indexes = indexes_of(database, collection).await;
+    let index = indexes
+        .into_iter()
+        .find(|i| i.get_document("key").ok() == Some(&key))
+        .unwrap_or_else(|| panic!("no index {key} on {collection}"));
+    let unique = index.get_bool("unique").unwrap_or(false);
+    (index, unique)
+}
+
+fn group(members: &[&str]) -> chatcore::conversation::Conversation {
+    chatcore::conversation::NewGroup {
+        created_by: members[0].to_owned(),
+        members: members.iter().map(|m| (*m).to_owned()).collect(),
+        title: None,
+    }
+    .validate(256)
+    .expect("valid group")
+    .into_conversation()
+}
+
+fn adding(by: &str, user: &str) -> chatcore::conversation::ValidMembershipChange {
+    chatcore::conversation::MembershipChange {
+        by: by.to_owned(),
+        add: vec![user.to_owned()],
+        remove: Vec::new(),
+    }
+    .validate(256)
+    .expect("valid change")
+}
+
+#[tokio::test]
+#[ignore = "needs mongo: run scripts/test.sh"]
+async fn the_mongo_conversations_pass_the_conformance_suite_with_their_indexes() {
+    use chatcore::conversation::{
+        CONVERSATIONS_COLLECTION, CONVERSATION_VIEW_COLLECTION, READ_MARKERS_COLLECTION,
+    };
+    let database = database().await;
+    let messages = store(&database).await;
+    let conversations = conversations(&database).await;
+    chatcore::testing::conversations::run_all(&messages, &conversations, "mongo").await;
+    // Idempotent.
+    conversations.create_indexes().await.expect("indexes again");
+    let (_, unique) = index_on(&database, CONVERSATIONS_COLLECTION, doc! {"members": 1}).await;
+    assert!(!unique, "many groups share a member");
+    let (_, unique) = index_on(
+        &database,
+        READ_MARKERS_COLLECTION,
+        doc! {"stream_id": 1, "user_id": 1},
+    )
+    .await;
+    assert!(unique, "one read marker per conversation and user");
+    let (_, unique) = index_on(
+        &database,
+        CONVERSATION_VIEW_COLLECTION,
+        doc! {"user_id": 1, "stream_id": 1},
+    )
+    .await;
+    assert!(unique, "one view entry per user and conversation");
+    index_on(
+        &database,
+        CONVERSATION_VIEW_COLLECTION,
+        doc! {"user_id": 1, "created_at": -1, "last_message_id": -1},
+    )
+    .await;
+    // The documents are as documented: a group, with its members sorted.
+    let stored = database
+        .collection::<mongodb::bson::Document>(CONVERSATIONS_COLLECTION)
+        .find_one(doc! { "members": "mongo-ua" })
+        .await
+        .expect("find")
+        .expect("the unread check's group");
+    assert_eq!(stored.get_str("kind"), Ok("group"), "{stored}");
+    assert!(stored.get_datetime("created_at").is_ok(), "{stored}");
+    // The message store's lookups refuse what is not a message id.
+    assert!(matches!(
+        messages
+            .find(stored.get_str("_id").expect("id"), "nope")
+            .await,
+        Err(StoreError::InvalidCursor(_))
+    ));
+    assert!(matches!(
+        messages
+            .count_unread("0123456789abcdef", Some("nope"), "x")
+            .await,
+        Err(StoreError::InvalidCursor(_))
+    ));
+}
+
+/// Membership changes are atomic without transactions: two changes of one group at once (from
+/// two processes) both apply, the one whose write finds the members changed since it read them
+/// computing its change again.
+#[tokio::test]
+#[ignore = "needs mongo: run scripts/test.sh"]
+async fn two_concurrent_membership_changes_of_one_group_both_apply() {
+    use chatcore::conversation::ConversationStore;
+    let database = database().await;
+    let here = conversations(&database).await;
+    let other_client = connect(&MongoConfig::new(uri(), database.name()))
+        .await
+        .expect("client");
+    let elsewhere = chatcore_mongo::MongoConversations::new(other_client, CALL);
+    let created = here
+        .create_group(group(&["ann", "bob"]))
+        .await
+        .expect("create");
+    let mut expected = created.members.clone();
+    for round in 0..8 {
+        let (x, y) = (format!("x{round}"), format!("y{round}"));
+        let (add_x, add_y) = (adding("ann", &x), adding("bob", &y));
+        let (first, second) = tokio::join!(
+            here.change_members(&created.stream_id, &add_x, 256),
+            elsewhere.change_members(&created.stream_id, &add_y, 256),
+        );
+        let (first, second) = (first.expect("first"), second.expect("second"));
+        assert!(first.conversation.has_member(&x), "{first:?}");
+        assert!(second.conversation.has_member(&y), "{second:?}");
+        assert!(first.removed.is_empty() && second.removed.is_empty());
+        expected.extend([x, y]);
+        expected.sort();
+        let stored = here
+            .group(&created.stream_id)
+            .await
+            .expect("group")
+            .expect("some");
+        assert_eq!(
+            stored.members, expected,
+            "round {round}: both changes applied"
+        );
+    }
+}
+
+/// First writes of one read marker, or of one view entry, at once (from two processes): the
+/// newest message is the one kept, whichever upsert wins the race for the unique index (a loser
+/// holding a newer message writes again over the winner's).
+#[tokio::test]
+#[ignore = "needs mongo: run scripts/test.sh"]
+async fn concurrent_first_writes_of_a_marker_and_a_view_entry_keep_the_newest_message() {
+    use chatcore::conversation::ConversationStore;
+    const AT_ONCE: usize = 4;
+    let database = database().await;
+    let here = conversations(&database).await;
+    let other_client = connect(&MongoConfig::new(uri(), database.name()))
+        .await
+        .expect("client");
+    let elsewhere = conversations(&other_client).await;
+    let stores = [&here, &elsewhere];
+    let messages = store(&database).await;
+    for round in 0..16 {
+        let reader = format!("reader{round}");
+        let stream = chatcore::stream_id::stream_id(&reader, "writer");
+        let mut posted = Vec::new();
+        for n in 0..AT_ONCE {
+            posted.push(
+                messages
+                    .insert(valid(&format!("m{n}"), "writer", &reader), None)
+                    .await
+                    .expect("insert")
+                    .message,
+            );
+        }
+        let newest = posted.last().cloned().expect("posted");
+        // Oldest first in even rounds, newest first in odd ones, alternating the processes.
+        let mut order: Vec<usize> = (0..AT_ONCE).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let marks = order
+            .iter()
+            .map(|&n| stores[(n + round) % 2].mark_read(&stream, &reader, &posted[n].message_id));
+        let marked = futures::future::join_all(marks).await;
+        let moved_to_newest = marked
+            .into_iter()
+            .map(|marker| marker.expect("mark"))
+            .filter(|marker| marker.moved && marker.message_id == newest.message_id)
+            .count();
+        assert_eq!(
+            moved_to_newest, 1,
+            "round {round}: the newest moves it once"
+        );
+        let marker = here
+            .read_marker(&stream, &reader)
+            .await
+            .expect("marker")
+            .expect("some");
+        assert_eq!(marker.message_id, newest.message_id, "round {round}");
+
+        let members = vec![reader.clone(), "writer".to_owned()];
+        let records = order
+            .iter()
+            .map(|&n| stores[(n + round) % 2].record_activity(&members, &posted[n]));
+        for recorded in futures::future::join_all(records).await {
+            recorded.expect("record");
+        }
+        for member in &members {
+            let entry = here
+                .activity_of(member, &stream)
+                .await
+                .expect("activity_of")
+                .expect("some");
+            assert_eq!(entry.last_message, newest, "round {round}, {member}");
+        }
+    }
+}

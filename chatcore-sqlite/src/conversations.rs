@@ -44,7 +44,10 @@ impl SqliteConversations {
     pub(crate) async fn open(shared: Arc<Shared>) -> Result<Self, SqliteError> {
         shared
             .readers
-            .run(|c| c.query_row("SELECT count(*) FROM conversations LIMIT 1", [], |_| Ok(())))
+            .run(|c| {
+                c.prepare("SELECT stream_id FROM conversations LIMIT 0")
+                    .map(drop)
+            })
             .await?;
         Ok(Self { shared })
     }
@@ -131,7 +134,8 @@ fn load_group(connection: &Connection, stream_id: &str) -> rusqlite::Result<Opti
     Ok(fold_groups(rows)?.pop())
 }
 
-/// Replaces the members of `stream_id` with `members` (sorted): deletes who left, adds who joined.
+/// Moves the members of `stream_id` from `before` to `after` (both sorted): deletes who left,
+/// adds who joined.
 fn store_members(
     connection: &Connection,
     stream_id: &str,

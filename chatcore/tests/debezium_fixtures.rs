@@ -120,7 +120,7 @@ fn delivered_message(event: &ChangeEvent) -> ChatMessage {
     }
     let message = chat.expect("a chat delivery");
     let (user, notification) = notified.expect("a notification");
-    assert_eq!(user, message.receiver_id);
+    assert_eq!(Some(user), message.receiver_id);
     assert_eq!(
         notification.notification_type,
         NotificationType::ChatNotification

@@ -8,8 +8,8 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::inbox::{MarkRead, NotificationPage, UnreadCount};
 use super::conversations::{ConversationList, ReadReceipt, ReadState};
+use super::inbox::{MarkRead, NotificationPage, UnreadCount};
 use super::{ErrorBody, HistoryPage};
 use crate::conversation::list::ConversationSummary;
 use crate::conversation::{Conversation, ConversationKind, MembershipChange, NewGroup};
@@ -168,7 +168,11 @@ mod tests {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        assert_eq!(required, ["content", "sender_id"], "receiver_id: direct only");
+        assert_eq!(
+            required,
+            ["content", "sender_id"],
+            "receiver_id: direct only"
+        );
         assert_eq!(
             json["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"

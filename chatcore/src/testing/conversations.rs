@@ -34,11 +34,11 @@ fn users(prefix: &str, names: &[&str]) -> Vec<String> {
     names.iter().map(|n| format!("{prefix}-{n}")).collect()
 }
 
-fn change(by: &str, add: &[String], remove: &[String]) -> ValidMembershipChange {
+fn change(by: &str, add: &[&String], remove: &[&String]) -> ValidMembershipChange {
     MembershipChange {
         by: by.to_owned(),
-        add: add.to_vec(),
-        remove: remove.to_vec(),
+        add: add.iter().map(|u| (*u).clone()).collect(),
+        remove: remove.iter().map(|u| (*u).clone()).collect(),
     }
     .validate(256)
     .expect("valid change")
@@ -84,7 +84,11 @@ pub async fn groups_and_membership_changes(conversations: &dyn ConversationStore
         "an unknown group is None"
     );
     let of_b = conversations.groups_of(&b).await.expect("groups_of");
-    assert_eq!(of_b, [group.clone()], "groups_of lists a member's groups");
+    assert_eq!(
+        of_b,
+        std::slice::from_ref(&group),
+        "groups_of lists a member's groups"
+    );
     assert!(conversations
         .groups_of(&d)
         .await
@@ -92,11 +96,7 @@ pub async fn groups_and_membership_changes(conversations: &dyn ConversationStore
         .is_empty());
 
     let changed = conversations
-        .change_members(
-            &group.stream_id,
-            &change(&a, &[d.clone()], &[b.clone()]),
-            256,
-        )
+        .change_members(&group.stream_id, &change(&a, &[&d], &[&b]), 256)
         .await
         .expect("change");
     assert_eq!(
@@ -105,7 +105,7 @@ pub async fn groups_and_membership_changes(conversations: &dyn ConversationStore
     );
     assert_eq!(
         changed.removed,
-        [b.clone()],
+        std::slice::from_ref(&b),
         "the removed member is reported"
     );
     assert_eq!(changed.conversation.title, group.title, "the title stays");
@@ -130,21 +130,21 @@ pub async fn groups_and_membership_changes(conversations: &dyn ConversationStore
     );
 
     let outsider = conversations
-        .change_members(&group.stream_id, &change(&b, &[b.clone()], &[]), 256)
+        .change_members(&group.stream_id, &change(&b, &[&b], &[]), 256)
         .await;
     assert!(
         matches!(outsider, Err(ConversationError::NotAMember(_))),
         "{outsider:?}"
     );
     let too_many = conversations
-        .change_members(&group.stream_id, &change(&a, &[b.clone()], &[]), 3)
+        .change_members(&group.stream_id, &change(&a, &[&b], &[]), 3)
         .await;
     assert!(
         matches!(too_many, Err(ConversationError::Limit(_))),
         "{too_many:?}"
     );
     let unknown = conversations
-        .change_members("0123456789abcdef", &change(&a, &[b.clone()], &[]), 256)
+        .change_members("0123456789abcdef", &change(&a, &[&b], &[]), 256)
         .await;
     assert!(
         matches!(unknown, Err(ConversationError::NotFound(_))),
@@ -366,7 +366,7 @@ pub async fn unread_counts_and_lookups_of_the_message_store(
         .expect("history");
     assert_eq!(
         history,
-        [stored.clone()],
+        std::slice::from_ref(&stored),
         "a group message reads back exactly, without receiver_id"
     );
     assert_eq!(

@@ -32,7 +32,9 @@ async fn create_group(server: &TestServer, members: &[String]) -> String {
     let mut sorted = members.to_vec();
     sorted.sort();
     assert_eq!(group["members"], json!(sorted));
-    assert!(group["created_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(group["created_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
     group["stream_id"].as_str().expect("stream_id").to_owned()
 }
 
@@ -84,20 +86,29 @@ async fn list(server: &TestServer, user: &str) -> Vec<Value> {
 }
 
 /// Waits until `user`'s list satisfies `done` (the view is kept from the change feed).
-async fn await_list(server: &TestServer, user: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+async fn await_list(
+    server: &TestServer,
+    user: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + WAIT * 3;
     loop {
         let entries = list(server, user).await;
         if done(&entries) {
             return entries;
         }
-        assert!(tokio::time::Instant::now() < deadline, "list never settled: {entries:#?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "list never settled: {entries:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn last_content(entry: &Value) -> &str {
-    entry["last_message"]["content"].as_str().unwrap_or_default()
+    entry["last_message"]["content"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 async fn read(server: &TestServer, stream: &str, user: &str, message_id: &str) -> (u16, Value) {
@@ -118,7 +129,8 @@ async fn a_group_of_five_gets_every_message_once_in_order_and_notifies_the_other
     let group = create_group(&server, &members).await;
     let mut sockets = Vec::new();
     for (i, member) in members.iter().enumerate() {
-        sockets.push(subscribe_group(&server, &group, member, if i % 2 == 0 { 1 } else { 2 }).await);
+        sockets
+            .push(subscribe_group(&server, &group, member, if i % 2 == 0 { 1 } else { 2 }).await);
     }
     server.await_sessions(&server.chat_sockets, &group, 5).await;
     let mut posted = Vec::new();
@@ -137,17 +149,27 @@ async fn a_group_of_five_gets_every_message_once_in_order_and_notifies_the_other
                     frame["message"].clone()
                 }
             };
-            assert_eq!(message, *expected, "member {i}, message {n}: once, in order");
+            assert_eq!(
+                message, *expected,
+                "member {i}, message {n}: once, in order"
+            );
         }
     }
     // Every member but the sender: 4 chat notifications per message.
     for (i, member) in members.iter().enumerate() {
-        let own = posted.iter().chain([&end]).filter(|m| m["sender_id"] == *member).count();
+        let own = posted
+            .iter()
+            .chain([&end])
+            .filter(|m| m["sender_id"] == *member)
+            .count();
         await_inbox(&server, member, 7 - own).await;
         let _ = i;
     }
     let (status, history) = server
-        .get_json(&format!("/chat/messages?stream_id={group}&user_id={}", members[3]))
+        .get_json(&format!(
+            "/chat/messages?stream_id={group}&user_id={}",
+            members[3]
+        ))
         .await;
     assert_eq!(status, 200, "{history}");
     assert_eq!(history["messages"].as_array().map(Vec::len), Some(7));
@@ -157,20 +179,30 @@ async fn a_group_of_five_gets_every_message_once_in_order_and_notifies_the_other
 #[tokio::test]
 async fn non_members_are_refused_and_bad_groups_are_400() {
     let server = TestServer::start().await;
-    let [a, b, c, outsider] = <[String; 4]>::try_from(users(&["na", "nb", "nc", "out"])).expect("4");
+    let [a, b, c, outsider] =
+        <[String; 4]>::try_from(users(&["na", "nb", "nc", "out"])).expect("4");
     let group = create_group(&server, &[a.clone(), b.clone(), c.clone()]).await;
     let post = server
-        .post_json("/chat/messages", &json!({"content": "hi", "sender_id": outsider, "stream_id": group}))
+        .post_json(
+            "/chat/messages",
+            &json!({"content": "hi", "sender_id": outsider, "stream_id": group}),
+        )
         .await;
     assert_eq!(post.status(), 403, "a non-member's post");
     let (status, _) = server
-        .get_json(&format!("/chat/messages?stream_id={group}&user_id={outsider}"))
+        .get_json(&format!(
+            "/chat/messages?stream_id={group}&user_id={outsider}"
+        ))
         .await;
     assert_eq!(status, 403, "a non-member's history");
-    let (status, _) = server.get_json(&format!("/chat/messages?stream_id={group}")).await;
+    let (status, _) = server
+        .get_json(&format!("/chat/messages?stream_id={group}"))
+        .await;
     assert_eq!(status, 400, "a group's history names its reader");
     let refused = server
-        .try_connect(&format!("/chat/subscribe?stream_id={group}&user_id={outsider}"))
+        .try_connect(&format!(
+            "/chat/subscribe?stream_id={group}&user_id={outsider}"
+        ))
         .await
         .err();
     assert_eq!(refused, Some(403), "a non-member's subscription");
@@ -178,43 +210,75 @@ async fn non_members_are_refused_and_bad_groups_are_400() {
         .get_json(&format!("/conversations/{group}?user_id={outsider}"))
         .await;
     assert_eq!(status, 403, "a non-member reads no group");
-    let (status, body) = server.get_json(&format!("/conversations/{group}?user_id={b}")).await;
+    let (status, body) = server
+        .get_json(&format!("/conversations/{group}?user_id={b}"))
+        .await;
     assert_eq!((status, body["kind"].as_str()), (200, Some("group")));
 
     let too_many: Vec<String> = (0..257).map(|i| format!("{a}-{i}")).collect();
     for (why, body) in [
         ("one member", json!({"created_by": a, "members": [a]})),
         ("duplicates", json!({"created_by": a, "members": [a, b, b]})),
-        ("creator not a member", json!({"created_by": outsider, "members": [a, b]})),
-        ("control character", json!({"created_by": a, "members": [a, "x\u{7}"]})),
+        (
+            "creator not a member",
+            json!({"created_by": outsider, "members": [a, b]}),
+        ),
+        (
+            "control character",
+            json!({"created_by": a, "members": [a, "x\u{7}"]}),
+        ),
         ("empty id", json!({"created_by": a, "members": [a, ""]})),
-        ("over MAX_GROUP_MEMBERS", json!({"created_by": too_many[0], "members": too_many})),
+        (
+            "over MAX_GROUP_MEMBERS",
+            json!({"created_by": too_many[0], "members": too_many}),
+        ),
         ("not JSON members", json!({"created_by": a, "members": "b"})),
     ] {
         let response = server.post_json("/conversations", &body).await;
         assert_eq!(response.status(), 400, "{why}");
         let error: Value = response.json().await.expect("json");
-        assert!(error["error"].as_str().is_some_and(|e| !e.is_empty()), "{why}: {error}");
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{why}: {error}"
+        );
     }
     let unknown = server
-        .post_json("/chat/messages", &json!({"content": "hi", "sender_id": a, "stream_id": "0123456789abcdef"}))
+        .post_json(
+            "/chat/messages",
+            &json!({"content": "hi", "sender_id": a, "stream_id": "0123456789abcdef"}),
+        )
         .await;
     assert_eq!(unknown.status(), 404, "a message to an unknown group");
     let malformed = server
-        .post_json("/chat/messages", &json!({"content": "hi", "sender_id": a, "stream_id": "nope"}))
+        .post_json(
+            "/chat/messages",
+            &json!({"content": "hi", "sender_id": a, "stream_id": "nope"}),
+        )
         .await;
     assert_eq!(malformed.status(), 400);
     let by_outsider = server
-        .post_json(&format!("/conversations/{group}/members"), &json!({"by": outsider, "add": [outsider]}))
+        .post_json(
+            &format!("/conversations/{group}/members"),
+            &json!({"by": outsider, "add": [outsider]}),
+        )
         .await;
     assert_eq!(by_outsider.status(), 403, "only members change members");
     let nothing = server
-        .post_json(&format!("/conversations/{group}/members"), &json!({"by": a}))
+        .post_json(
+            &format!("/conversations/{group}/members"),
+            &json!({"by": a}),
+        )
         .await;
     assert_eq!(nothing.status(), 400, "nothing to change");
-    let (status, body) = server.get_json(&format!("/conversations/{group}?user_id={a}")).await;
+    let (status, body) = server
+        .get_json(&format!("/conversations/{group}?user_id={a}"))
+        .await;
     assert_eq!(status, 200);
-    assert_eq!(body["members"].as_array().map(Vec::len), Some(3), "refusals changed nothing");
+    assert_eq!(
+        body["members"].as_array().map(Vec::len),
+        Some(3),
+        "refusals changed nothing"
+    );
     server.stop().await.expect("stops");
 }
 
@@ -232,26 +296,43 @@ async fn a_removed_member_stops_receiving_and_their_socket_is_closed_with_4003()
     await_inbox(&server, &c, 1).await;
 
     let response = server
-        .post_json(&format!("/conversations/{group}/members"), &json!({"by": a, "remove": [c]}))
+        .post_json(
+            &format!("/conversations/{group}/members"),
+            &json!({"by": a, "remove": [c]}),
+        )
         .await;
     assert_eq!(response.status(), 200);
     let changed: Value = response.json().await.expect("json");
-    assert_eq!(changed["members"], json!([a, b].iter().collect::<std::collections::BTreeSet<_>>()));
-    assert_eq!(socket_c.next_close_code().await, Some(4003), "removed member's socket closed");
+    assert_eq!(
+        changed["members"],
+        json!([&a, &b].iter().collect::<std::collections::BTreeSet<_>>())
+    );
+    assert_eq!(
+        socket_c.next_close_code().await,
+        Some(4003),
+        "removed member's socket closed"
+    );
 
     let after = post_to_group(&server, &group, &b, "after").await;
     assert_eq!(socket_a.next_json().await, after, "members still receive");
     await_inbox(&server, &a, 2).await;
     // Give the notification for `after` every chance to reach c, then check it did not.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(inbox_count(&server, &c).await, 1, "no notification after removal");
+    assert_eq!(
+        inbox_count(&server, &c).await,
+        1,
+        "no notification after removal"
+    );
     let again = server
         .try_connect(&format!("/chat/subscribe?stream_id={group}&user_id={c}"))
         .await
         .err();
     assert_eq!(again, Some(403), "a removed member cannot subscribe again");
     let post = server
-        .post_json("/chat/messages", &json!({"content": "x", "sender_id": c, "stream_id": group}))
+        .post_json(
+            "/chat/messages",
+            &json!({"content": "x", "sender_id": c, "stream_id": group}),
+        )
         .await;
     assert_eq!(post.status(), 403, "nor post");
     server.stop().await.expect("stops");
@@ -260,14 +341,22 @@ async fn a_removed_member_stops_receiving_and_their_socket_is_closed_with_4003()
 #[tokio::test]
 async fn the_conversation_list_orders_by_activity_and_counts_unread_with_monotonic_receipts() {
     let server = TestServer::start().await;
-    let [a, b, c, d, e] = <[String; 5]>::try_from(users(&["la", "lb", "lc", "ld", "le"])).expect("5");
+    let [a, b, c, d, e] =
+        <[String; 5]>::try_from(users(&["la", "lb", "lc", "ld", "le"])).expect("5");
     let group = create_group(&server, &[d.clone(), a.clone(), e.clone()]).await;
     let from_b = server.send("from b", &b, &a).await;
     let in_group = post_to_group(&server, &group, &d, "from d").await;
     let from_c = server.send("from c", &c, &a).await;
-    let entries = await_list(&server, &a, |l| l.len() == 3 && l.iter().all(|e| !e["last_message"].is_null())).await;
+    let entries = await_list(&server, &a, |l| {
+        l.len() == 3 && l.iter().all(|e| !e["last_message"].is_null())
+    })
+    .await;
     let order: Vec<&str> = entries.iter().map(last_content).collect();
-    assert_eq!(order, ["from c", "from d", "from b"], "latest activity first");
+    assert_eq!(
+        order,
+        ["from c", "from d", "from b"],
+        "latest activity first"
+    );
     assert_eq!(entries[0]["kind"], "direct");
     assert_eq!(entries[1]["kind"], "group");
     assert_eq!(entries[1]["title"], "the group");
@@ -275,41 +364,95 @@ async fn the_conversation_list_orders_by_activity_and_counts_unread_with_monoton
         assert_eq!(entry["unread"], 1, "{entry}");
         assert!(entry["last_read_message_id"].is_null());
     }
-    assert_eq!(entries[0]["members"], json!([&a, &c].iter().collect::<std::collections::BTreeSet<_>>()));
+    assert_eq!(
+        entries[0]["members"],
+        json!([&a, &c].iter().collect::<std::collections::BTreeSet<_>>())
+    );
 
     let group_id = in_group["message_id"].as_str().expect("id");
     let (status, state) = read(&server, &group, &a, group_id).await;
     assert_eq!(status, 200, "{state}");
-    assert_eq!((state["unread"].as_u64(), state["last_read_message_id"].as_str()), (Some(0), Some(group_id)));
+    assert_eq!(
+        (
+            state["unread"].as_u64(),
+            state["last_read_message_id"].as_str()
+        ),
+        (Some(0), Some(group_id))
+    );
     let stream_b = from_b["stream_id"].as_str().expect("stream").to_owned();
     let second = server.send("b again", &b, &a).await;
     let third = server.send("b thrice", &b, &a).await;
     let third_id = third["message_id"].as_str().expect("id");
-    let (_, state) = read(&server, &stream_b, &a, second["message_id"].as_str().expect("id")).await;
+    let (_, state) = read(
+        &server,
+        &stream_b,
+        &a,
+        second["message_id"].as_str().expect("id"),
+    )
+    .await;
     assert_eq!(state["unread"], 1, "third still unread");
     let (_, state) = read(&server, &stream_b, &a, third_id).await;
-    assert_eq!((state["unread"].as_u64(), state["last_read_message_id"].as_str()), (Some(0), Some(third_id)));
-    let (status, state) = read(&server, &stream_b, &a, from_b["message_id"].as_str().expect("id")).await;
+    assert_eq!(
+        (
+            state["unread"].as_u64(),
+            state["last_read_message_id"].as_str()
+        ),
+        (Some(0), Some(third_id))
+    );
+    let (status, state) = read(
+        &server,
+        &stream_b,
+        &a,
+        from_b["message_id"].as_str().expect("id"),
+    )
+    .await;
     assert_eq!(status, 200);
-    assert_eq!(state["last_read_message_id"], third_id, "an older receipt does not move the marker back");
+    assert_eq!(
+        state["last_read_message_id"], third_id,
+        "an older receipt does not move the marker back"
+    );
     // The reader's own message is not unread for them, and is for the other side.
     server.send("a answers", &a, &b).await;
-    let entries = await_list(&server, &a, |l| l.first().is_some_and(|e| last_content(e) == "a answers")).await;
+    let entries = await_list(&server, &a, |l| {
+        l.first().is_some_and(|e| last_content(e) == "a answers")
+    })
+    .await;
     assert_eq!(entries[0]["unread"], 0, "{entries:#?}");
     assert_eq!(entries[0]["last_read_message_id"], third_id);
-    let by_stream = |id: &str| entries.iter().find(|e| e["stream_id"] == id).cloned().expect("listed");
+    let by_stream = |id: &str| {
+        entries
+            .iter()
+            .find(|e| e["stream_id"] == id)
+            .cloned()
+            .expect("listed")
+    };
     assert_eq!(by_stream(&group)["unread"], 0);
-    assert_eq!(by_stream(from_c["stream_id"].as_str().expect("s"))["unread"], 1);
-    let b_list = await_list(&server, &b, |l| l.first().is_some_and(|e| last_content(e) == "a answers")).await;
+    assert_eq!(
+        by_stream(from_c["stream_id"].as_str().expect("s"))["unread"],
+        1
+    );
+    let b_list = await_list(&server, &b, |l| {
+        l.first().is_some_and(|e| last_content(e) == "a answers")
+    })
+    .await;
     assert_eq!(b_list[0]["unread"], 1, "b has a's answer unread");
     // A receipt for a message that is not in the conversation, or by an outsider.
-    let (status, _) = read(&server, &stream_b, &a, from_c["message_id"].as_str().expect("id")).await;
+    let (status, _) = read(
+        &server,
+        &stream_b,
+        &a,
+        from_c["message_id"].as_str().expect("id"),
+    )
+    .await;
     assert_eq!(status, 404, "a message of another conversation");
     let (status, _) = read(&server, &group, &b, group_id).await;
     assert_eq!(status, 403, "b is not in the group");
     let (status, _) = read(&server, &stream_b, &a, "not-an-id").await;
     assert!(status == 400 || status == 404, "a malformed id: {status}");
-    let limited = server.get_json(&format!("/conversations?user_id={a}&limit=1")).await.1;
+    let limited = server
+        .get_json(&format!("/conversations?user_id={a}&limit=1"))
+        .await
+        .1;
     assert_eq!(limited["conversations"].as_array().map(Vec::len), Some(1));
     server.stop().await.expect("stops");
 }
@@ -323,31 +466,73 @@ async fn read_frames_reach_protocol_2_sockets_and_protocol_1_sockets_keep_the_se
         format!("/chat/subscribe?stream_id={stream}&sender_id={user}&receiver_id={other}{protocol}")
     };
     let mut a_bare = server.try_connect(&direct(&a, &b, "")).await.expect("open");
-    let mut a_typed = server.try_connect(&direct(&a, &b, "&protocol=2")).await.expect("open");
-    let mut b_typed = server.try_connect(&direct(&b, &a, "&protocol=2")).await.expect("open");
-    server.await_sessions(&server.chat_sockets, &stream, 3).await;
-    let bad = server.try_connect(&direct(&a, &b, "&protocol=3")).await.err();
+    let mut a_typed = server
+        .try_connect(&direct(&a, &b, "&protocol=2"))
+        .await
+        .expect("open");
+    let mut b_typed = server
+        .try_connect(&direct(&b, &a, "&protocol=2"))
+        .await
+        .expect("open");
+    server
+        .await_sessions(&server.chat_sockets, &stream, 3)
+        .await;
+    let bad = server
+        .try_connect(&direct(&a, &b, "&protocol=3"))
+        .await
+        .err();
     assert_eq!(bad, Some(400), "unknown protocol");
 
     let message = server.send("hi", &a, &b).await;
-    assert_eq!(a_bare.next_json().await, message, "protocol 1: the bare message");
-    assert_eq!(a_typed.next_json().await, json!({"type": "message", "message": message}));
-    assert_eq!(b_typed.next_json().await, json!({"type": "message", "message": message}));
+    assert_eq!(
+        a_bare.next_json().await,
+        message,
+        "protocol 1: the bare message"
+    );
+    assert_eq!(
+        a_typed.next_json().await,
+        json!({"type": "message", "message": message})
+    );
+    assert_eq!(
+        b_typed.next_json().await,
+        json!({"type": "message", "message": message})
+    );
     let id = message["message_id"].as_str().expect("id");
     let (status, state) = read(&server, &stream, &b, id).await;
     assert_eq!((status, state["unread"].as_u64()), (200, Some(0)));
     let frame = a_typed.next_json().await;
     assert_eq!(frame["type"], "read");
-    assert_eq!((frame["stream_id"].as_str(), frame["user_id"].as_str(), frame["message_id"].as_str()), (Some(stream.as_str()), Some(b.as_str()), Some(id)));
-    assert!(frame["read_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{frame}");
+    assert_eq!(
+        (
+            frame["stream_id"].as_str(),
+            frame["user_id"].as_str(),
+            frame["message_id"].as_str()
+        ),
+        (Some(stream.as_str()), Some(b.as_str()), Some(id))
+    );
+    assert!(
+        frame["read_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{frame}"
+    );
     // The same receipt again moves nothing and sends nothing; the next frame is the next message.
     let (status, _) = read(&server, &stream, &b, id).await;
     assert_eq!(status, 200);
     let next = server.send("next", &b, &a).await;
-    assert_eq!(a_bare.next_json().await, next, "protocol 1 gets no read frame");
-    assert_eq!(a_typed.next_json().await["message"], next, "no second read frame");
+    assert_eq!(
+        a_bare.next_json().await,
+        next,
+        "protocol 1 gets no read frame"
+    );
+    assert_eq!(
+        a_typed.next_json().await["message"],
+        next,
+        "no second read frame"
+    );
     match b_typed.next_event().await {
-        Event::Json(frame) => assert_eq!(frame["type"], "read", "the reader's own sessions see it too"),
+        Event::Json(frame) => assert_eq!(
+            frame["type"], "read",
+            "the reader's own sessions see it too"
+        ),
         other => panic!("{other:?}"),
     }
     assert_eq!(b_typed.next_json().await["message"], next);
@@ -356,14 +541,21 @@ async fn read_frames_reach_protocol_2_sockets_and_protocol_1_sockets_keep_the_se
 
 #[tokio::test]
 async fn the_list_is_exact_after_the_node_restarts_mid_stream_on_sqlite() {
-    let data_dir = common::temp_data_dir();
+    // Not a `temp_data_dir()`: the first stop would remove it.
+    let unique = chatcore::dedup::ClaimToken::unique();
+    let data_dir = std::env::temp_dir().join(format!("chatcore-restart-{}", unique.as_str()));
     let dir = data_dir.to_string_lossy().into_owned();
     // One topic and group for both runs when the environment names Kafka.
-    let unique = chatcore::dedup::ClaimToken::unique();
     let topic = format!("e2e-restart-{}", unique.as_str());
     let flags = [
-        "--store", "sqlite", "--data-dir", dir.as_str(), "--kafka-topic", topic.as_str(),
-        "--kafka-group", topic.as_str(),
+        "--store",
+        "sqlite",
+        "--data-dir",
+        dir.as_str(),
+        "--kafka-topic",
+        topic.as_str(),
+        "--kafka-group",
+        topic.as_str(),
     ];
     // SQLite whatever the environment says of MongoDB.
     let sqlite = || {
@@ -384,10 +576,19 @@ async fn the_list_is_exact_after_the_node_restarts_mid_stream_on_sqlite() {
     for i in 40..50 {
         last = server.send(&format!("m{i}"), &a, &b).await;
     }
-    let entries = await_list(&server, &b, |l| l.first().is_some_and(|e| e["last_message"] == last)).await;
+    let entries = await_list(&server, &b, |l| {
+        l.first().is_some_and(|e| e["last_message"] == last)
+    })
+    .await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["unread"], 50, "counted once each");
-    let (status, state) = read(&server, entries[0]["stream_id"].as_str().expect("s"), &b, last["message_id"].as_str().expect("id")).await;
+    let (status, state) = read(
+        &server,
+        entries[0]["stream_id"].as_str().expect("s"),
+        &b,
+        last["message_id"].as_str().expect("id"),
+    )
+    .await;
     assert_eq!((status, state["unread"].as_u64()), (200, Some(0)));
     server.stop().await.expect("stops");
     let _ = std::fs::remove_dir_all(data_dir);

@@ -11,6 +11,12 @@
 //! end every device must hold exactly its conversation's messages, in order, each once; the
 //! store must hold them too; each conversation's sockets must have shared one `chat-ws` at every
 //! moment; and every receiver must have been notified of every message.
+//!
+//! Beside them a group of five, whose members' protocol-2 sockets must all sit on one `chat-ws`:
+//! every member gets every group message once, in order, and a chat notification of every
+//! message but their own; a read receipt posted to persistence reaches every member's socket
+//! through nginx's internal server; a member removed at the end has its socket closed with 4003
+//! and gets nothing after.
 
 use crate::clients;
 #[path = "topology/cluster.rs"]
@@ -27,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const CONVERSATIONS: usize = 50;
+const GROUP_MEMBERS: usize = 5;
 const PER_ROUND: usize = 4;
 /// Upper bound of the wait for every device to hold every message.
 const DELIVERY_WAIT: Duration = Duration::from_secs(120);
@@ -59,6 +66,125 @@ impl Conversation {
     fn sent_ids(&self) -> Vec<String> {
         let sent = self.sent.lock().expect("sent");
         sent.iter().map(|(id, _, _)| id.clone()).collect()
+    }
+}
+
+/// The group: its members (one protocol-2 device each) and what was stored for it.
+struct Group {
+    stream_id: String,
+    members: Vec<String>,
+    devices: Vec<Device>,
+    /// (message_id, sender), in store order.
+    sent: Mutex<Vec<(String, String)>>,
+    /// The member removed at the end, and how many messages were stored before.
+    removed: Mutex<Option<(usize, usize)>>,
+}
+
+impl Group {
+    async fn create(http: &reqwest::Client, public: &str) -> Self {
+        let members: Vec<String> = (0..GROUP_MEMBERS).map(|i| format!("member-{i}")).collect();
+        let response = http
+            .post(format!("{public}/conversations"))
+            .json(&json!({"created_by": members[0], "members": members, "title": "topology"}))
+            .send()
+            .await
+            .expect("POST /conversations through nginx");
+        assert_eq!(response.status().as_u16(), 201);
+        let group: Value = response.json().await.expect("group");
+        Self {
+            stream_id: group["stream_id"].as_str().expect("stream_id").to_owned(),
+            members,
+            devices: Vec::new(),
+            sent: Mutex::new(Vec::new()),
+            removed: Mutex::new(None),
+        }
+    }
+
+    /// Posts `PER_ROUND` messages, the senders taking turns.
+    async fn send_round(&self, http: &reqwest::Client, public: &str, round: usize) {
+        for n in 0..PER_ROUND {
+            let sender = self.sender(round * PER_ROUND + n);
+            let body = json!({"content": format!("group round {round} message {n}"),
+                "sender_id": sender, "stream_id": self.stream_id});
+            let response = http
+                .post(format!(
+                    "{public}/chat/messages?stream_id={}",
+                    self.stream_id
+                ))
+                .json(&body)
+                .send()
+                .await
+                .expect("POST through nginx");
+            assert_eq!(response.status().as_u16(), 201, "group POST {body}");
+            let stored: Value = response.json().await.expect("stored");
+            let id = stored["message_id"].as_str().expect("id").to_owned();
+            self.sent
+                .lock()
+                .expect("sent")
+                .push((id, sender.to_owned()));
+        }
+    }
+
+    /// A member still in the group.
+    fn sender(&self, turn: usize) -> &str {
+        let removed = self.removed.lock().expect("removed").map(|(m, _)| m);
+        let current: Vec<&String> = (0..GROUP_MEMBERS)
+            .filter(|m| Some(*m) != removed)
+            .map(|m| &self.members[m])
+            .collect();
+        current[turn % current.len()]
+    }
+
+    /// The message ids member `m` must get: all, or those before its removal.
+    fn expected(&self, m: usize) -> Vec<String> {
+        let sent = self.sent.lock().expect("sent");
+        let upto = match *self.removed.lock().expect("removed") {
+            Some((removed, before)) if removed == m => before,
+            _ => sent.len(),
+        };
+        sent[..upto].iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    fn missing(&self, notified: &HashMap<String, Device>) -> Vec<String> {
+        let mut missing = Vec::new();
+        let sent = self.sent.lock().expect("sent").clone();
+        for (m, device) in self.devices.iter().enumerate() {
+            let got: HashSet<String> = device.log.lock().expect("log").ids().into_iter().collect();
+            let notifications: HashSet<String> = notified[&self.members[m]]
+                .log
+                .lock()
+                .expect("log")
+                .ids()
+                .into_iter()
+                .collect();
+            let expected: HashSet<String> = self.expected(m).into_iter().collect();
+            for (id, sender) in &sent {
+                if expected.contains(id) && !got.contains(id) {
+                    missing.push(format!("{}: {id}", device.label));
+                }
+                if expected.contains(id)
+                    && *sender != self.members[m]
+                    && !notifications.contains(id)
+                {
+                    missing.push(format!("notifications of {}: {id}", self.members[m]));
+                }
+            }
+        }
+        missing
+    }
+
+    /// The one chat-ws every member's socket sits on.
+    fn placement(&self) -> String {
+        let nodes: HashSet<String> = self
+            .devices
+            .iter()
+            .map(|device| {
+                let log = device.log.lock().expect("log");
+                log.connections.last().expect("connected").node.clone()
+            })
+            .collect();
+        assert_eq!(nodes.len(), 1, "the group's sockets are on {nodes:?}");
+        nodes.into_iter().next().expect("one node")
     }
 }
 
@@ -130,13 +256,15 @@ async fn send_round(
 async fn await_delivery(
     cluster: &mut Cluster,
     conversations: &[Conversation],
+    group: &Group,
     notified: &HashMap<String, Device>,
     phase: &str,
 ) {
     let deadline = Instant::now() + DELIVERY_WAIT;
     loop {
         cluster.assert_running();
-        let missing = missing(conversations, notified);
+        let mut missing = missing(conversations, notified);
+        missing.extend(group.missing(notified));
         if missing.is_empty() {
             return;
         }
@@ -249,8 +377,25 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
             notified.insert(user.clone(), Device::notifications(ws, &user, stop.clone()));
         }
     }
-    let all_chat = || conversations.iter().flat_map(|c| c.devices.iter());
+    let mut group = Group::create(&http, &cluster.public).await;
+    for member in group.members.clone() {
+        let ws = &cluster.ws_public;
+        group
+            .devices
+            .push(Device::group(ws, &group.stream_id, &member, stop.clone()));
+        notified.insert(
+            member.clone(),
+            Device::notifications(ws, &member, stop.clone()),
+        );
+    }
+    let all_chat = || {
+        conversations
+            .iter()
+            .flat_map(|c| c.devices.iter())
+            .chain(group.devices.iter())
+    };
     await_connections(all_chat().chain(notified.values()), 1).await;
+    println!("the group's sockets are on {}", group.placement());
     let initial = placement(&conversations);
     let spread: Vec<(String, usize)> = initial.iter().map(|(n, c)| (n.clone(), c.len())).collect();
     println!("conversations per chat-ws: {spread:?}");
@@ -263,8 +408,12 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
     let posted = std::sync::atomic::AtomicUsize::new(0);
 
     // Round 1: everything up.
-    send_round(&http, &cluster.public, &conversations, 1, &posted).await;
-    await_delivery(&mut cluster, &conversations, &notified, "round 1").await;
+    futures::join!(
+        send_round(&http, &cluster.public, &conversations, 1, &posted),
+        group.send_round(&http, &cluster.public, 1)
+    );
+    await_delivery(&mut cluster, &conversations, &group, &notified, "round 1").await;
+    assert_read_frames_reach_the_group(&http, &cluster, &group).await;
 
     // The failover call the change handler makes after exhausted retries, through the balancer's
     // internal server: it reaches the instance holding the stream, whose three sockets close with
@@ -317,7 +466,12 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
     let moved = &initial[&victim_node];
     let moved_devices_count = moved.len() * 3;
     let half = posted.load(std::sync::atomic::Ordering::Relaxed) + CONVERSATIONS * PER_ROUND / 2;
-    let round2 = send_round(&http, &cluster.public, &conversations, 2, &posted);
+    let round2 = async {
+        futures::join!(
+            send_round(&http, &cluster.public, &conversations, 2, &posted),
+            group.send_round(&http, &cluster.public, 2)
+        )
+    };
     let killer = async {
         while posted.load(std::sync::atomic::Ordering::Relaxed) < half {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -328,13 +482,16 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
     let moved_devices = moved.iter().flat_map(|&i| conversations[i].devices.iter());
     await_connections(moved_devices, 2).await;
     cluster.chat_ws.retain(|i| i.node != victim_node);
+    await_connections(group.devices.iter(), 1).await;
     await_delivery(
         &mut cluster,
         &conversations,
+        &group,
         &notified,
         "round 2 (chat-ws killed)",
     )
     .await;
+    group.placement();
     let after_kill = placement(&conversations);
     assert!(
         !after_kill.contains_key(&victim_node),
@@ -354,7 +511,12 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
     // Round 3: the change handler is killed mid-round and restarted.
     let half = posted.load(std::sync::atomic::Ordering::Relaxed) + CONVERSATIONS * PER_ROUND / 2;
     let public = cluster.public.clone();
-    let round3 = send_round(&http, &public, &conversations, 3, &posted);
+    let round3 = async {
+        futures::join!(
+            send_round(&http, &public, &conversations, 3, &posted),
+            group.send_round(&http, &public, 3)
+        )
+    };
     let killer = async {
         while posted.load(std::sync::atomic::Ordering::Relaxed) < half {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -367,6 +529,7 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
     await_delivery(
         &mut cluster,
         &conversations,
+        &group,
         &notified,
         "round 3 (change handler restarted)",
     )
@@ -374,12 +537,29 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
 
     // Round 4: Redis stopped; the change handler fails open and delivery goes on.
     cluster.stop_redis().await;
-    send_round(&http, &cluster.public, &conversations, 4, &posted).await;
+    futures::join!(
+        send_round(&http, &cluster.public, &conversations, 4, &posted),
+        group.send_round(&http, &cluster.public, 4)
+    );
     await_delivery(
         &mut cluster,
         &conversations,
+        &group,
         &notified,
         "round 4 (Redis stopped)",
+    )
+    .await;
+
+    // The last member is removed: its socket closes with 4003 through nginx's internal server,
+    // and the next round reaches the four others only.
+    remove_last_member(&http, &cluster, &group).await;
+    group.send_round(&http, &cluster.public, 5).await;
+    await_delivery(
+        &mut cluster,
+        &conversations,
+        &group,
+        &notified,
+        "round 5 (a member removed)",
     )
     .await;
     let metrics = cluster.change_handler_metrics().await;
@@ -393,6 +573,8 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
     for conversation in &conversations {
         histories.push(history(&http, &cluster.public, &conversation.stream_id).await);
     }
+    let reader = format!("{}&user_id={}", group.stream_id, group.members[0]);
+    let group_history = history(&http, &cluster.public, &reader).await;
 
     // Shutdown: every remaining service stops gracefully; websockets get 1001.
     stop.cancel();
@@ -449,6 +631,31 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
             reconnected += log.connections.len() - 1;
         }
     }
+    let group_sent: Vec<String> = group
+        .sent
+        .lock()
+        .expect("sent")
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(
+        group_history, group_sent,
+        "the store holds the group's messages"
+    );
+    let removed = group.removed.lock().expect("removed").map(|(m, _)| m);
+    let expected: Vec<Vec<String>> = (0..GROUP_MEMBERS).map(|m| group.expected(m)).collect();
+    for (m, device) in group.devices.into_iter().enumerate() {
+        let label = device.label.clone();
+        let log = device.finish(STOP_WAIT).await;
+        assert_eq!(
+            log.ids(),
+            expected[m],
+            "{label}: every group message once, in order"
+        );
+        let close = if Some(m) == removed { 4003 } else { 1001 };
+        assert_eq!(log.last_close, Some(close), "{label}");
+    }
+    // Every member but the sender was notified of each group message it was a member for.
     let mut notifications = 0;
     for (user, device) in notified {
         let log = device.finish(STOP_WAIT).await;
@@ -480,6 +687,77 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
         "messages stored while clients were away came back with since="
     );
     let _ = std::fs::remove_dir_all(&cluster.dir);
+}
+
+/// A read receipt posted through nginx to persistence reaches every member's protocol-2 socket
+/// (the reader's own included) on the chat-ws holding the group, through nginx's internal server.
+async fn assert_read_frames_reach_the_group(
+    http: &reqwest::Client,
+    cluster: &Cluster,
+    group: &Group,
+) {
+    let (last, _) = group
+        .sent
+        .lock()
+        .expect("sent")
+        .last()
+        .cloned()
+        .expect("a group message");
+    let reader = &group.members[1];
+    let response = http
+        .post(format!("{}/chat/read", cluster.public))
+        .json(&json!({"stream_id": group.stream_id, "user_id": reader, "message_id": last}))
+        .send()
+        .await
+        .expect("POST /chat/read through nginx");
+    assert_eq!(response.status().as_u16(), 200);
+    let state: Value = response.json().await.expect("read state");
+    assert_eq!(state["unread"], 0, "{state}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for device in &group.devices {
+        while !device
+            .log
+            .lock()
+            .expect("log")
+            .reads
+            .contains(&(reader.clone(), last.clone()))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{}: no read frame\n{}",
+                device.label,
+                cluster.tails()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Removes the last member (by the first); waits for its socket's 4003.
+async fn remove_last_member(http: &reqwest::Client, cluster: &Cluster, group: &Group) {
+    let last = GROUP_MEMBERS - 1;
+    let response = http
+        .post(format!(
+            "{}/conversations/{}/members",
+            cluster.public, group.stream_id
+        ))
+        .json(&json!({"by": group.members[0], "remove": [group.members[last]]}))
+        .send()
+        .await
+        .expect("POST members through nginx");
+    assert_eq!(response.status().as_u16(), 200);
+    let before = group.sent.lock().expect("sent").len();
+    *group.removed.lock().expect("removed") = Some((last, before));
+    let device = &group.devices[last];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while device.log.lock().expect("log").last_close != Some(4003) {
+        assert!(
+            Instant::now() < deadline,
+            "the removed member's socket was not closed with 4003\n{}",
+            cluster.tails()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The public listeners of the tiers and nginx's public server never serve the internal routes;

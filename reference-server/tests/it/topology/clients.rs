@@ -39,6 +39,8 @@ pub struct DeviceLog {
     pub connections: Vec<Connection>,
     /// Close code of the last connection's end (`None`: dropped without a close frame).
     pub last_close: Option<u16>,
+    /// `read` frames of protocol 2: (reader, message id).
+    pub reads: Vec<(String, String)>,
 }
 
 impl DeviceLog {
@@ -65,6 +67,14 @@ impl Device {
             "{ws_base}/chat/subscribe?stream_id={stream_id}&sender_id={sender}&receiver_id={receiver}"
         );
         Self::spawn(format!("{sender} with {receiver}"), url, true, stop)
+    }
+
+    /// A protocol-2 chat device of `user_id` in group `stream_id`; records typed `message` frames
+    /// as messages and `read` frames as reads.
+    pub fn group(ws_base: &str, stream_id: &str, user_id: &str, stop: CancellationToken) -> Self {
+        let url =
+            format!("{ws_base}/chat/subscribe?stream_id={stream_id}&user_id={user_id}&protocol=2");
+        Self::spawn(format!("{user_id} in the group"), url, true, stop)
     }
 
     /// The notification socket of `user_id`; records the ids of chat notifications.
@@ -133,7 +143,9 @@ async fn run(url: String, resumable: bool, log: Arc<Mutex<DeviceLog>>, stop: Can
         let close = loop {
             match socket.next().await {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(id) = message_id(&text, resumable) {
+                    if let Some(read) = read_frame(&text) {
+                        log.lock().expect("log").reads.push(read);
+                    } else if let Some(id) = message_id(&text, resumable) {
                         log.lock().expect("log").received.push((id, connection));
                     }
                 }
@@ -149,10 +161,25 @@ async fn run(url: String, resumable: bool, log: Arc<Mutex<DeviceLog>>, stop: Can
     }
 }
 
-/// The message id of a chat frame, or of the message inside a chat notification.
+/// The reader and message of a protocol-2 `read` frame.
+fn read_frame(text: &str) -> Option<(String, String)> {
+    let json: Value = serde_json::from_str(text).ok()?;
+    if json["type"] != "read" {
+        return None;
+    }
+    Some((
+        json["user_id"].as_str()?.to_owned(),
+        json["message_id"].as_str()?.to_owned(),
+    ))
+}
+
+/// The message id of a chat frame (bare, or a protocol-2 `message` frame), or of the message
+/// inside a chat notification.
 fn message_id(text: &str, chat: bool) -> Option<String> {
     let json: Value = serde_json::from_str(text).ok()?;
-    let message = if chat {
+    let message = if chat && json["type"] == "message" {
+        &json["message"]
+    } else if chat {
         &json
     } else {
         if json["notification_type"] != "chat_notification" {

@@ -116,6 +116,9 @@ impl Cluster {
         }
         let notifications_ws =
             start_instance("notifications-ws", "notifications-ws-0", &common, &dir);
+        let (public_port, internal_port) = (free_port(), free_port());
+        // Read frames and removed members' closes go through nginx's internal server.
+        let internal = format!("http://127.0.0.1:{internal_port}");
         let persistence_ports = [free_port(), free_port()];
         let persistence: Vec<Process> = persistence_ports
             .iter()
@@ -126,7 +129,13 @@ impl Cluster {
                     "persistence",
                     &node,
                     *port,
-                    &[("NODE_ID", &node)],
+                    &[
+                        ("NODE_ID", &node),
+                        (
+                            "CHAT_MESSAGE_SOCKET_TRANSFER_OUTGOING_CONFIG_CLIENT_HOST",
+                            &internal,
+                        ),
+                    ],
                     &common,
                     &dir,
                 )
@@ -135,7 +144,6 @@ impl Cluster {
         let relay_port = free_port();
         let relay = role("relay", "relay", relay_port, &[], &common, &dir);
 
-        let (public_port, internal_port) = (free_port(), free_port());
         let nginx = start_nginx(
             &dir,
             public_port,
