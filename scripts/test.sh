@@ -47,24 +47,24 @@ step "schemathesis against /openapi.json of a running chat-server (no 5xx, answe
 scripts/schemathesis.sh
 
 step "embedded end-to-end tests on the durable SQLite default (STORE=sqlite, a DATA_DIR per server)"
-STORE=sqlite cargo test -p reference-server --locked --test it -- embedded:: delivery:: strategies:: inbox::
+STORE=sqlite cargo test -p reference-server --locked --test it -- embedded:: delivery:: strategies:: inbox:: conversations::
 
 step "embedded end-to-end tests with the Redis event store (REDIS_ADDR)"
 REDIS_ADDR="${CHATCORE_TEST_REDIS}" \
-  cargo test -p reference-server --locked --test it -- embedded:: delivery:: strategies:: inbox::
+  cargo test -p reference-server --locked --test it -- embedded:: delivery:: strategies:: inbox:: conversations::
 
 step "embedded end-to-end tests through Kafka and Redis (store -> relay -> Kafka -> consumer)"
 REDIS_ADDR="${CHATCORE_TEST_REDIS}" \
   CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS="${CHATCORE_TEST_KAFKA}" \
-  cargo test -p reference-server --locked --test it -- embedded:: delivery:: strategies:: inbox::
+  cargo test -p reference-server --locked --test it -- embedded:: delivery:: strategies:: inbox:: conversations::
 
 step "embedded end-to-end tests on MongoDB (store and change stream)"
 MONGO_URI="${CHATCORE_TEST_MONGO_URI}" \
-  cargo test -p reference-server --locked --test it -- embedded:: delivery:: strategies:: inbox::
+  cargo test -p reference-server --locked --test it -- embedded:: delivery:: strategies:: inbox:: conversations::
 
 step "embedded end-to-end tests on the production path: MongoDB -> relay -> Kafka -> Redis-deduplicated consumer"
 MONGO_URI="${CHATCORE_TEST_MONGO_URI}" REDIS_ADDR="${CHATCORE_TEST_REDIS}" \
   CHAT_PERSISTENCE_CHANGE_KAFKA_BOOTSTRAP_SERVERS="${CHATCORE_TEST_KAFKA}" \
-  cargo test -p reference-server --locked --test it -- embedded:: delivery:: strategies:: inbox::
+  cargo test -p reference-server --locked --test it -- embedded:: delivery:: strategies:: inbox:: conversations::
 
 step "done"
