@@ -8,13 +8,13 @@ use axum::{Json, Router};
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::params::required;
+use super::params::{parse_limit, required};
 use super::{ApiError, JsonBody, NotificationTierState, QueryParams};
 use crate::auth::Caller;
 use crate::forward::Delivery;
 use crate::inbox::{
-    check_notification_id, InboxEntry, InboxQuery, InboxStore, ReadSelection, DEFAULT_INBOX_LIMIT,
-    MAX_INBOX_LIMIT, MAX_READ_IDS,
+    check_notification_id, InboxEntry, InboxQuery, InboxStore, ReadSelection, MAX_INBOX_LIMIT,
+    MAX_READ_IDS,
 };
 use crate::sockets::Frame;
 
@@ -82,18 +82,6 @@ pub(super) struct InboxParams {
     before: Option<String>,
     limit: Option<String>,
     unread: Option<String>,
-}
-
-fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
-    let Some(limit) = limit else {
-        return Ok(DEFAULT_INBOX_LIMIT);
-    };
-    match limit.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n.min(MAX_INBOX_LIMIT)),
-        _ => Err(ApiError::BadRequest(format!(
-            "limit must be an integer from 1 to {MAX_INBOX_LIMIT}"
-        ))),
-    }
 }
 
 fn parse_unread(unread: Option<&str>) -> Result<bool, ApiError> {

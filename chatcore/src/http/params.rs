@@ -46,12 +46,14 @@ pub(super) fn required_stream_id(stream_id: Option<&str>) -> Result<String, ApiE
     Ok(stream_id.to_owned())
 }
 
+/// A page size: 1 or more (clamped to 500), an unsigned 32-bit integer as the API description
+/// says; default 50. Shared by history, the inbox and the conversation list.
 pub(super) fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
     let Some(limit) = limit else {
         return Ok(DEFAULT_HISTORY_LIMIT);
     };
-    match limit.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n.min(MAX_HISTORY_LIMIT)),
+    match limit.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok((n as usize).min(MAX_HISTORY_LIMIT)),
         _ => Err(ApiError::BadRequest(format!(
             "limit must be an integer from 1 to {MAX_HISTORY_LIMIT}"
         ))),

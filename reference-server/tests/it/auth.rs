@@ -681,3 +681,108 @@ fn the_binary_starts_with_auth_mode_none_on_a_public_address_and_says_so() {
     );
     assert!(!log.contains(SECRET), "the secret is never logged: {log}");
 }
+
+/// Sends `body` to `path` as the holder of `token`; returns status and JSON body.
+async fn act(server: &TestServer, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let url = format!("{}{path}", server.base);
+    let request = match body {
+        Some(body) => server.http.post(url).json(&body),
+        None => server.http.get(url),
+    };
+    let response = request.bearer_auth(token).send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn conversation_routes_act_only_as_the_token_subject_and_for_members() {
+    let server = hs256_server().await;
+    let (ann, bob, zed) = (hs256("ann"), hs256("bob"), hs256("zed"));
+    let group = json!({"created_by": "ann", "members": ["ann", "bob", "cy"]});
+    let (status, _) = act(&server, "/conversations", &bob, Some(group.clone())).await;
+    assert_eq!(status, 403, "created_by must be the subject");
+    let (status, created) = act(&server, "/conversations", &ann, Some(group)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["stream_id"].as_str().expect("stream_id").to_owned();
+
+    let post = |sender: &str| json!({"content": "hi", "sender_id": sender, "stream_id": id});
+    let (status, message) = act(&server, "/chat/messages", &bob, Some(post("bob"))).await;
+    assert_eq!(status, 201, "a member posts as itself");
+    let (status, _) = act(&server, "/chat/messages", &bob, Some(post("ann"))).await;
+    assert_eq!(status, 403, "not as another member");
+    let (status, _) = act(&server, "/chat/messages", &zed, Some(post("zed"))).await;
+    assert_eq!(status, 403, "nor a non-member as itself");
+
+    let history = format!("/chat/messages?stream_id={id}");
+    let (status, page) = act(&server, &history, &ann, None).await;
+    assert_eq!(
+        (status, page["messages"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "the subject reads"
+    );
+    assert_eq!(
+        act(&server, &history, &zed, None).await.0,
+        403,
+        "a non-member does not"
+    );
+    let as_other = format!("{history}&user_id=bob");
+    assert_eq!(
+        act(&server, &as_other, &ann, None).await.0,
+        403,
+        "user_id must be the subject"
+    );
+
+    assert_eq!(
+        act(&server, "/conversations?user_id=ann", &bob, None)
+            .await
+            .0,
+        403
+    );
+    let (status, list) = act(&server, "/conversations?user_id=bob", &bob, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        list["conversations"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c["stream_id"] == id.as_str())),
+        "{list}"
+    );
+    assert_eq!(
+        act(&server, &format!("/conversations/{id}"), &zed, None)
+            .await
+            .0,
+        403
+    );
+
+    let receipt =
+        |user: &str| json!({"stream_id": id, "user_id": user, "message_id": message["message_id"]});
+    assert_eq!(
+        act(&server, "/chat/read", &bob, Some(receipt("ann")))
+            .await
+            .0,
+        403
+    );
+    let (status, state) = act(&server, "/chat/read", &ann, Some(receipt("ann"))).await;
+    assert_eq!((status, state["unread"].as_u64()), (200, Some(0)));
+    let change = json!({"by": "ann", "add": ["dee"]});
+    let members = format!("/conversations/{id}/members");
+    assert_eq!(
+        act(&server, &members, &bob, Some(change.clone())).await.0,
+        403,
+        "by must be the subject"
+    );
+    assert_eq!(act(&server, &members, &ann, Some(change)).await.0, 200);
+
+    let path = format!("/chat/subscribe?stream_id={id}");
+    let (status, _) = subscribe(&server, &path, Some(&zed), None).await.refused();
+    assert_eq!(status, 403, "a non-member's subscription");
+    let mut socket = subscribe(&server, &path, None, Some(&bob)).await.open();
+    server.await_sessions(&server.chat_sockets, &id, 1).await;
+    let (status, stored) = act(&server, "/chat/messages", &ann, Some(post("ann"))).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        socket.next_json().await,
+        stored,
+        "the member's socket, user from the token"
+    );
+    server.stop().await.expect("stops");
+}

@@ -656,7 +656,7 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
         assert_eq!(log.last_close, Some(close), "{label}");
     }
     // Every member but the sender was notified of each group message it was a member for.
-    let mut notifications = 0;
+    let (mut notifications, mut group_notifications) = (0, 0);
     for (user, device) in notified {
         let log = device.finish(STOP_WAIT).await;
         assert_eq!(
@@ -664,7 +664,10 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
             Some(1001),
             "notifications of {user}: closed for shutdown"
         );
-        notifications += log.received.len();
+        match group.members.contains(&user) {
+            true => group_notifications += log.received.len(),
+            false => notifications += log.received.len(),
+        }
     }
     let sent = posted.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(sent, CONVERSATIONS * PER_ROUND * 4);
@@ -673,9 +676,11 @@ async fn fifty_conversations_survive_a_killed_chat_ws_a_restarted_change_handler
          ({reconnected} reconnections, {recovered} frames recovered after reconnecting); \
          {notifications} chat notifications for {sent} messages \
          (at least once: {} repeated after the handler restart); \
-         event-store errors while Redis was down: {store_errors}; total {:?}",
+         event-store errors while Redis was down: {store_errors}; group of {GROUP_MEMBERS}: \
+         {} messages, {group_notifications} chat notifications; total {:?}",
         CONVERSATIONS * 3,
         notifications.saturating_sub(sent),
+        group_sent.len(),
         started.elapsed()
     );
     assert!(
