@@ -325,7 +325,7 @@ fn outbound(
     let message = NewChatMessage {
         content,
         sender_id: sender.clone(),
-        receiver_id: receiver.clone(),
+        receiver_id: Some(receiver.clone()),
         stream_id: None,
     }
     .validate(65_536)

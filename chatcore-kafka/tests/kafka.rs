@@ -380,6 +380,10 @@ impl StreamCloser for AlwaysFails {
         self.closed.lock().expect("lock").push(stream_id.to_owned());
         Ok(0)
     }
+
+    async fn close_member(&self, _: &str, _: &str) -> Result<usize, ForwardError> {
+        Err(ForwardError::Transport("chat tier down".into()))
+    }
 }
 
 #[tokio::test]

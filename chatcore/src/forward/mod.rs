@@ -189,7 +189,7 @@ pub trait StreamCloser: Send + Sync {
     async fn close_stream(&self, stream_id: &str, reason: &str) -> Result<usize, ForwardError>;
 
     /// Closes `user_id`'s chat sessions of `stream_id` with
-    /// [`REMOVED_FROM_GROUP_CLOSE_CODE`](crate::sockets::REMOVED_FROM_GROUP_CLOSE_CODE) (a member
+    /// [`REMOVED_FROM_GROUP_CLOSE_CODE`] (a member
     /// removed from a group), returning how many were closed.
     async fn close_member(&self, stream_id: &str, user_id: &str) -> Result<usize, ForwardError>;
 }
