@@ -240,12 +240,14 @@ pub(super) async fn list_conversations(
     caller: Caller,
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<ConversationList>, ApiError> {
-    let user = acting_user(&caller, &params.user_id)?;
+    // Always named, as the inbox's routes name theirs; the token's subject with authentication.
+    let user = required("user_id", &params.user_id)?;
+    caller.require_user(user)?;
     let limit = parse_limit(params.limit.as_deref())?;
     let conversations = conversation_list(
         state.store.as_ref(),
         state.conversations.as_ref(),
-        &user,
+        user,
         limit,
     )
     .await?;

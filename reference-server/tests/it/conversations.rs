@@ -593,3 +593,25 @@ async fn the_list_is_exact_after_the_node_restarts_mid_stream_on_sqlite() {
     server.stop().await.expect("stops");
     let _ = std::fs::remove_dir_all(data_dir);
 }
+
+#[tokio::test]
+async fn group_members_are_notified_by_the_notification_consumer_of_separate_and_segregated() {
+    for strategy in ["separate", "segregated"] {
+        let flags = ["--notification-strategy", strategy, "--notification-throttle-ttl", "1h"];
+        let server = TestServer::start_with(settings(&flags), |builder| builder).await;
+        let members = users(&["sa", "sb", "sc"]);
+        let group = create_group(&server, &members).await;
+        let first = post_to_group(&server, &group, &members[0], "one").await;
+        post_to_group(&server, &group, &members[0], "two").await;
+        // Throttled per conversation and receiver: one notification each for the two others.
+        for member in &members[1..] {
+            await_inbox(&server, member, 1).await;
+            let (_, body) = server
+                .get_json(&format!("/notifications?user_id={member}"))
+                .await;
+            assert_eq!(body["notifications"][0]["payload"], first, "{strategy}");
+        }
+        assert_eq!(inbox_count(&server, &members[0]).await, 0, "not the sender");
+        server.stop().await.expect("stops");
+    }
+}
