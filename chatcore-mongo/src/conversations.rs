@@ -386,33 +386,19 @@ impl ConversationStore for MongoConversations {
                 .group(stream_id)
                 .await?
                 .ok_or_else(|| ConversationError::NotFound(stream_id.to_owned()))?;
-            let after = change.apply(&group.members, max_members)?;
-            let removed: Vec<String> = group
-                .members
-                .iter()
-                .filter(|m| after.binary_search(m).is_err())
-                .cloned()
-                .collect();
-            let mut conversation = group.clone();
-            conversation.members = after;
-            if conversation.members == group.members {
+            let changed = change.apply_to(&group, max_members)?;
+            if changed.conversation.members == group.members {
                 // Nothing to write: every added user is in, every removed one out.
-                return Ok(MembersChanged {
-                    conversation,
-                    removed,
-                });
+                return Ok(changed);
             }
             // Matches only while the members are those read: an array equals an array.
             let filter = doc! { "_id": stream_id, "members": &group.members };
-            let update = doc! { "$set": { "members": &conversation.members } };
+            let update = doc! { "$set": { "members": &changed.conversation.members } };
             let written = self
                 .bounded(self.conversations.update_one(filter, update))
                 .await?;
             if written.matched_count == 1 {
-                return Ok(MembersChanged {
-                    conversation,
-                    removed,
-                });
+                return Ok(changed);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ConversationError::Unavailable(

@@ -260,25 +260,17 @@ impl ConversationStore for SqliteConversations {
             let Some(group) = load_group(tx, &stream_id)? else {
                 return Ok(Err(ConversationError::NotFound(stream_id)));
             };
-            let after = match change.apply(&group.members, max_members) {
-                Ok(after) => after,
+            let changed = match change.apply_to(&group, max_members) {
+                Ok(changed) => changed,
                 Err(refused) => return Ok(Err(refused)),
             };
-            store_members(tx, &stream_id, &group.members, &after)?;
-            let removed: Vec<String> = group
-                .members
-                .iter()
-                .filter(|m| after.binary_search(m).is_err())
-                .cloned()
-                .collect();
-            let conversation = Conversation {
-                members: after,
-                ..group
-            };
-            Ok(Ok(MembersChanged {
-                conversation,
-                removed,
-            }))
+            store_members(
+                tx,
+                &stream_id,
+                &group.members,
+                &changed.conversation.members,
+            )?;
+            Ok(Ok(changed))
         })
         .await?
     }

@@ -98,24 +98,13 @@ impl ConversationStore for InMemoryConversations {
             .groups
             .get(stream_id)
             .ok_or_else(|| ConversationError::NotFound(stream_id.to_owned()))?;
-        let after = change.apply(&group.members, max_members)?;
-        let removed: Vec<String> = group
-            .members
-            .iter()
-            .filter(|m| after.binary_search(m).is_err())
-            .cloned()
-            .collect();
-        let mut conversation = group.clone();
-        conversation.members = after;
-        state.index(stream_id, &removed, false);
-        state.index(stream_id, &conversation.members, true);
+        let changed = change.apply_to(group, max_members)?;
+        state.index(stream_id, &changed.removed, false);
+        state.index(stream_id, &changed.conversation.members, true);
         state
             .groups
-            .insert(stream_id.to_owned(), conversation.clone());
-        Ok(MembersChanged {
-            conversation,
-            removed,
-        })
+            .insert(stream_id.to_owned(), changed.conversation.clone());
+        Ok(changed)
     }
 
     async fn groups_of(&self, user_id: &str) -> Result<Vec<Conversation>, ConversationError> {

@@ -248,6 +248,32 @@ impl ValidMembershipChange {
     }
 }
 
+impl ValidMembershipChange {
+    /// `group` after this change, and who it removed, or why it is refused (see
+    /// [`apply`](Self::apply)).
+    pub fn apply_to(
+        &self,
+        group: &Conversation,
+        max_members: usize,
+    ) -> Result<MembersChanged, super::ConversationError> {
+        let after = self.apply(&group.members, max_members)?;
+        let removed = group
+            .members
+            .iter()
+            .filter(|m| after.binary_search(m).is_err())
+            .cloned()
+            .collect();
+        let conversation = Conversation {
+            members: after,
+            ..group.clone()
+        };
+        Ok(MembersChanged {
+            conversation,
+            removed,
+        })
+    }
+}
+
 /// The result of a membership change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MembersChanged {

@@ -205,22 +205,26 @@ impl Forwarder for HttpForwarder {
 impl super::StreamCloser for HttpForwarder {
     async fn close_stream(&self, stream_id: &str, reason: &str) -> Result<usize, ForwardError> {
         let body = serde_json::json!({ "stream_id": stream_id, "reason": reason });
-        let path = format!("/chat/close-stream?stream_id={stream_id}");
-        let response = self.post(&self.chat, &path, stream_id, &body, None).await?;
-        if response.status().as_u16() != 200 {
-            return Err(unexpected(response).await);
-        }
-        response
-            .json::<ClosedBody>()
-            .await
-            .map(|b| b.closed)
-            .map_err(|e| ForwardError::Transport(e.to_string()))
+        self.close("close-stream", stream_id, &body).await
     }
 
     async fn close_member(&self, stream_id: &str, user_id: &str) -> Result<usize, ForwardError> {
         let body = serde_json::json!({ "stream_id": stream_id, "user_id": user_id });
-        let path = format!("/chat/close-member?stream_id={stream_id}");
-        let response = self.post(&self.chat, &path, stream_id, &body, None).await?;
+        self.close("close-member", stream_id, &body).await
+    }
+}
+
+impl HttpForwarder {
+    /// Calls the chat tier's `POST /chat/{route}` for `stream_id`; returns how many sessions it
+    /// closed.
+    async fn close(
+        &self,
+        route: &str,
+        stream_id: &str,
+        body: &serde_json::Value,
+    ) -> Result<usize, ForwardError> {
+        let path = format!("/chat/{route}?stream_id={stream_id}");
+        let response = self.post(&self.chat, &path, stream_id, body, None).await?;
         if response.status().as_u16() != 200 {
             return Err(unexpected(response).await);
         }

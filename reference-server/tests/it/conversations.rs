@@ -597,7 +597,12 @@ async fn the_list_is_exact_after_the_node_restarts_mid_stream_on_sqlite() {
 #[tokio::test]
 async fn group_members_are_notified_by_the_notification_consumer_of_separate_and_segregated() {
     for strategy in ["separate", "segregated"] {
-        let flags = ["--notification-strategy", strategy, "--notification-throttle-ttl", "1h"];
+        let flags = [
+            "--notification-strategy",
+            strategy,
+            "--notification-throttle-ttl",
+            "1h",
+        ];
         let server = TestServer::start_with(settings(&flags), |builder| builder).await;
         let members = users(&["sa", "sb", "sc"]);
         let group = create_group(&server, &members).await;
