@@ -778,4 +778,178 @@ mod tests {
             "chat + notification, once"
         );
     }
+
+    /// Groups in memory, whose first `failures` lookups fail as an unreachable backend does.
+    struct Flaky {
+        inner: crate::conversation::InMemoryConversations,
+        failures: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl ConversationStore for Flaky {
+        async fn create_group(
+            &self,
+            group: crate::conversation::Conversation,
+        ) -> Result<crate::conversation::Conversation, crate::conversation::ConversationError>
+        {
+            self.inner.create_group(group).await
+        }
+        async fn group(
+            &self,
+            stream_id: &str,
+        ) -> Result<Option<crate::conversation::Conversation>, crate::conversation::ConversationError>
+        {
+            let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+            if left > 0 {
+                self.failures
+                    .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                return Err(crate::conversation::ConversationError::Unavailable(
+                    "down".into(),
+                ));
+            }
+            self.inner.group(stream_id).await
+        }
+        async fn change_members(
+            &self,
+            stream_id: &str,
+            change: &crate::conversation::ValidMembershipChange,
+            max: usize,
+        ) -> Result<crate::conversation::MembersChanged, crate::conversation::ConversationError>
+        {
+            self.inner.change_members(stream_id, change, max).await
+        }
+        async fn groups_of(
+            &self,
+            user_id: &str,
+        ) -> Result<Vec<crate::conversation::Conversation>, crate::conversation::ConversationError>
+        {
+            self.inner.groups_of(user_id).await
+        }
+        async fn mark_read(
+            &self,
+            stream_id: &str,
+            user_id: &str,
+            message_id: &str,
+        ) -> Result<crate::conversation::ReadMarker, crate::conversation::ConversationError>
+        {
+            self.inner.mark_read(stream_id, user_id, message_id).await
+        }
+        async fn read_marker(
+            &self,
+            stream_id: &str,
+            user_id: &str,
+        ) -> Result<Option<crate::conversation::ReadMarker>, crate::conversation::ConversationError>
+        {
+            self.inner.read_marker(stream_id, user_id).await
+        }
+        async fn record_activity(
+            &self,
+            members: &[String],
+            message: &ChatMessage,
+        ) -> Result<(), crate::conversation::ConversationError> {
+            self.inner.record_activity(members, message).await
+        }
+        async fn activity(
+            &self,
+            user_id: &str,
+            limit: usize,
+        ) -> Result<Vec<crate::conversation::Activity>, crate::conversation::ConversationError>
+        {
+            self.inner.activity(user_id, limit).await
+        }
+        async fn activity_of(
+            &self,
+            user_id: &str,
+            stream_id: &str,
+        ) -> Result<Option<crate::conversation::Activity>, crate::conversation::ConversationError>
+        {
+            self.inner.activity_of(user_id, stream_id).await
+        }
+        async fn ping(&self) -> Result<(), crate::conversation::ConversationError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_message_notifies_every_member_but_the_sender_after_failed_lookups() {
+        let members: Vec<String> = ["ann", "bob", "cy"].map(String::from).into();
+        let group = crate::conversation::NewGroup {
+            created_by: "ann".into(),
+            members,
+            title: None,
+        }
+        .validate(8)
+        .expect("valid")
+        .into_conversation();
+        let conversations = Arc::new(Flaky {
+            inner: crate::conversation::InMemoryConversations::new(),
+            failures: std::sync::atomic::AtomicUsize::new(2),
+        });
+        conversations
+            .create_group(group.clone())
+            .await
+            .expect("create");
+        let message = serde_json::json!({
+            "message_id": "6560000000000000000000a1", "content": "hi all",
+            "created_at": "2026-01-01T00:00:00Z", "stream_id": group.stream_id, "sender_id": "bob"
+        });
+        let source = Arc::new(ListSource {
+            events: std::sync::Mutex::new([event(Op::Create, Some(message))].into()),
+            done: std::sync::Mutex::default(),
+        });
+        let forwarder = Arc::new(Recorder::default());
+        let metrics = Arc::new(Metrics::new());
+        let dedup = Deduplicator::new(
+            Arc::new(crate::dedup::InMemoryEventStore::new()),
+            crate::dedup::DedupConfig::default(),
+            metrics.clone(),
+        );
+        let handler = ChatHandler {
+            members: Some(conversations.clone()),
+            ..ChatHandler::default()
+        };
+        let retry = RetryPolicy {
+            initial_interval: Duration::from_millis(1),
+            ..RetryPolicy::default()
+        };
+        let pipeline = Pipeline::new(
+            source.clone(),
+            Arc::new(handler),
+            dedup,
+            forwarder.clone(),
+            PipelineConfig {
+                lanes: 1,
+                retry,
+                ..PipelineConfig::default()
+            },
+            metrics.clone(),
+        );
+        pipeline.run(CancellationToken::new()).await;
+        assert_eq!(
+            *source.done.lock().expect("lock"),
+            [0],
+            "acknowledged once done"
+        );
+        let delivered = forwarder.0.lock().expect("lock").clone();
+        let mut notified: Vec<&str> = delivered
+            .iter()
+            .filter_map(|d| match d {
+                Delivery::Notify { user_id, .. } => Some(user_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        notified.sort();
+        assert_eq!(notified, ["ann", "cy"], "every member but the sender, once");
+        let chat = delivered
+            .iter()
+            .filter(|d| matches!(d, Delivery::Chat(m) if m.receiver_id.is_none()));
+        assert_eq!(chat.count(), 1, "the group's sockets get it once");
+        assert_eq!(
+            conversations
+                .failures
+                .load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the failed lookups were retried"
+        );
+    }
 }
