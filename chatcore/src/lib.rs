@@ -8,8 +8,9 @@
 //! and the notification tier (by `user_id`) through a [`forward::Forwarder`], retries with
 //! exponential backoff, and when retries run out closes the conversation's sockets
 //! ([`sockets`]) so clients recover from the store. Notifications are kept in the recipient's
-//! [`inbox`] before they are pushed. The HTTP routers, JWT authentication and the node's front
-//! door ([`app`]) come with the `server` feature. Every trait has an in-memory implementation
+//! [`inbox`] before they are pushed; groups, read receipts and the conversation list are in
+//! [`conversation`]. The HTTP routers, JWT authentication and the node's front door ([`app`])
+//! come with the `server` feature. Every trait has an in-memory implementation
 //! here; SQLite, Kafka, MongoDB and Redis live in their own crates (`chatcore-sqlite`,
 //! `chatcore-kafka`, `chatcore-mongo`, `chatcore-redis`).
 //!
@@ -60,8 +61,8 @@
 //!
 //! Without default features chatcore is the model, the traits, the in-memory implementations
 //! and the pipeline: what a crate implementing [`store::MessageStore`],
-//! [`change::ChangeSource`], [`dedup::EventStore`] or [`inbox::InboxStore`] needs, and nothing
-//! that serves HTTP or sends mail.
+//! [`change::ChangeSource`], [`dedup::EventStore`], [`inbox::InboxStore`] or
+//! [`conversation::ConversationStore`] needs, and nothing that serves HTTP or sends mail.
 
 #![warn(missing_docs)]
 #![deny(unreachable_pub)]
