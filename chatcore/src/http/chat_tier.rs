@@ -60,7 +60,7 @@ pub(super) struct ChatSubscribeParams {
     pub(super) protocol: Option<String>,
 }
 
-/// `protocol=`: absent or `1` for the seed's bare frames, `2` for typed frames.
+/// `protocol=`: absent or `1` for bare chat messages, `2` for typed frames.
 fn protocol(given: Option<&str>) -> Result<Protocol, ApiError> {
     match given {
         None | Some("1") => Ok(Protocol::Bare),

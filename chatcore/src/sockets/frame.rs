@@ -179,11 +179,11 @@ impl PartialEq<String> for FrameText {
     }
 }
 
-/// The version of the frames a chat session gets: the seed's bare messages, or typed frames.
+/// The version of the frames a chat session gets: bare chat messages, or typed frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Protocol {
-    /// Protocol 1: each frame a bare chat message, exactly as the seed sends it.
+    /// Protocol 1 (the default, the original format): each frame a bare chat message.
     #[default]
     Bare,
     /// Protocol 2 (`protocol=2`): typed frames, `{"type": "message", "message": {...}}`,
