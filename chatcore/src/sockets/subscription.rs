@@ -59,7 +59,7 @@ impl Subscription {
         }
     }
 
-    /// Sends the frames of `protocol` (the seed's bare messages by default).
+    /// Sends the frames of `protocol` (bare chat messages by default).
     pub fn with_protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = protocol;
         self
