@@ -203,7 +203,13 @@ pub(super) async fn get_history(
     QueryParams(params): QueryParams<HistoryParams>,
 ) -> Result<Json<HistoryPage>, ApiError> {
     let stream_id = required_stream_id(params.stream_id.as_deref())?;
-    match state.conversations.group(&stream_id).await? {
+    // Two participants that hash to the stream name a direct conversation: no group lookup.
+    let direct = params.sender_id.is_some() && params.receiver_id.is_some();
+    let group = match direct {
+        true => None,
+        false => state.conversations.group(&stream_id).await?,
+    };
+    match group {
         Some(group) => authorize_group_reader(&caller, &group, params.user_id.as_ref())?,
         None => authorize_history(&caller, &stream_id, &params)?,
     }
