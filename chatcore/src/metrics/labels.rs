@@ -103,3 +103,16 @@ pub enum ConversationChange {
     /// `POST /chat/read` that moved a marker.
     ReadMarkerMoved,
 }
+
+label_enum! {
+    /// What became of a frame a client sent on its chat socket (`outcome`).
+    ClientFrameOutcome {
+        /// A typing frame relayed to the stream's other protocol-2 sessions: `relayed`.
+        Relayed => "relayed",
+        /// A typing frame over the session's rate (2 per second): `throttled`.
+        Throttled => "throttled",
+        /// Not a frame the server acts on (malformed, unknown type, binary, or on a protocol-1
+        /// session): `ignored`.
+        Ignored => "ignored",
+    }
+}

@@ -10,5 +10,7 @@
 mod labels;
 mod recorder;
 
-pub use labels::{ConversationChange, DeliveryResult, DropReason, EmailResult, Outcome};
+pub use labels::{
+    ClientFrameOutcome, ConversationChange, DeliveryResult, DropReason, EmailResult, Outcome,
+};
 pub use recorder::Metrics;

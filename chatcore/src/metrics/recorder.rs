@@ -1,6 +1,8 @@
 //! [`Metrics`]: what the library records, kept and rendered with the `prometheus` feature.
 
-use super::labels::{ConversationChange, DeliveryResult, DropReason, EmailResult, Outcome};
+use super::labels::{
+    ClientFrameOutcome, ConversationChange, DeliveryResult, DropReason, EmailResult, Outcome,
+};
 use crate::tier::Tier;
 
 /// Every counter the library records.
@@ -100,6 +102,14 @@ impl Metrics {
         let _ = change;
     }
 
+    /// Counts a frame a client sent on its chat socket (`chatcore_client_frames_total{outcome}`).
+    pub fn client_frame(&self, outcome: ClientFrameOutcome) {
+        #[cfg(feature = "prometheus")]
+        self.prometheus.client_frame(outcome);
+        #[cfg(not(feature = "prometheus"))]
+        let _ = outcome;
+    }
+
     /// Counts an e-mail of the e-mail consumer (`chatcore_emails_total{result}`).
     pub fn email(&self, result: EmailResult) {
         #[cfg(feature = "prometheus")]
@@ -155,6 +165,11 @@ impl Metrics {
         self.prometheus.retry_count(consumer)
     }
 
+    /// Reads `chatcore_client_frames_total` for one outcome.
+    pub fn client_frame_count(&self, outcome: ClientFrameOutcome) -> u64 {
+        self.prometheus.client_frame_count(outcome)
+    }
+
     /// Reads `chatcore_emails_total` for one result.
     pub fn email_count(&self, result: EmailResult) -> u64 {
         self.prometheus.email_count(result)
@@ -176,7 +191,7 @@ mod prometheus {
     use prometheus_client::metrics::gauge::Gauge;
     use prometheus_client::registry::Registry;
 
-    use super::{DeliveryResult, DropReason, EmailResult, Outcome, Tier};
+    use super::{ClientFrameOutcome, DeliveryResult, DropReason, EmailResult, Outcome, Tier};
 
     impl EncodeLabelValue for Tier {
         fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
@@ -213,6 +228,11 @@ mod prometheus {
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+    struct ClientFrameLabels {
+        outcome: ClientFrameOutcome,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
     struct PolicyLabels {
         policy: String,
     }
@@ -235,6 +255,7 @@ mod prometheus {
         sockets: Family<SocketLabels, Gauge<i64, AtomicI64>>,
         messages_stored: Counter<u64, AtomicU64>,
         emails: Family<EmailLabels, Counter>,
+        client_frames: Family<ClientFrameLabels, Counter>,
         inbox_written: Counter<u64, AtomicU64>,
         inbox_read: Counter<u64, AtomicU64>,
         inbox_read_requests: Counter<u64, AtomicU64>,
@@ -256,6 +277,7 @@ mod prometheus {
                 sockets: Family::default(),
                 messages_stored: Counter::default(),
                 emails: Family::default(),
+                client_frames: Family::default(),
                 inbox_written: Counter::default(),
                 inbox_read: Counter::default(),
                 inbox_read_requests: Counter::default(),
@@ -329,6 +351,11 @@ mod prometheus {
                 "inbox_read_requests",
                 "Mark-read requests served",
                 self.inbox_read_requests.clone(),
+            );
+            r.register(
+                "client_frames",
+                "Frames clients sent on chat sockets, by outcome",
+                self.client_frames.clone(),
             );
             r.register(
                 "groups_created",
@@ -424,6 +451,18 @@ mod prometheus {
                 super::ConversationChange::MembersChanged => self.membership_changes.inc(),
                 super::ConversationChange::ReadMarkerMoved => self.read_receipts.inc(),
             };
+        }
+
+        pub(super) fn client_frame(&self, outcome: ClientFrameOutcome) {
+            self.client_frames
+                .get_or_create(&ClientFrameLabels { outcome })
+                .inc();
+        }
+
+        pub(super) fn client_frame_count(&self, outcome: ClientFrameOutcome) -> u64 {
+            self.client_frames
+                .get_or_create(&ClientFrameLabels { outcome })
+                .get()
         }
 
         pub(super) fn email(&self, result: EmailResult) {

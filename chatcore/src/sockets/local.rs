@@ -162,6 +162,35 @@ impl LocalSocketRegistry {
         }
     }
 
+    /// Queues `frame` to every session of `key` but `except`, then drops the dead and counts.
+    fn offer_all(&self, key: &str, except: Option<SessionId>, frame: &Frame) -> DeliveryReport {
+        let mut outcome = Offers::default();
+        {
+            let sessions = self.read();
+            if let Some(group) = sessions.get(key) {
+                // Encoded once, allocated once; each session takes a reference.
+                let shared = Arc::new(frame.clone());
+                for (id, session) in group {
+                    if Some(*id) != except {
+                        self.offer(session, &shared, &mut outcome);
+                    }
+                }
+            }
+        }
+        if !outcome.dead.is_empty() {
+            self.remove_dead(key, &outcome.dead);
+        }
+        if outcome.slow > 0 {
+            tracing::info!(
+                key,
+                slow = outcome.slow,
+                "closed sessions too slow to keep up"
+            );
+        }
+        self.count_deliveries(outcome.report, outcome.slow);
+        outcome.report
+    }
+
     // The metrics this registry records, in one place.
 
     fn count_sessions(&self, delta: i64) {
@@ -202,29 +231,15 @@ impl SocketRegistry for LocalSocketRegistry {
     }
 
     fn broadcast(&self, key: &str, frame: &Frame) -> DeliveryReport {
-        let mut outcome = Offers::default();
-        {
-            let sessions = self.read();
-            if let Some(group) = sessions.get(key) {
-                // Encoded once, allocated once; each session takes a reference.
-                let shared = Arc::new(frame.clone());
-                for session in group.values() {
-                    self.offer(session, &shared, &mut outcome);
-                }
-            }
-        }
-        if !outcome.dead.is_empty() {
-            self.remove_dead(key, &outcome.dead);
-        }
-        if outcome.slow > 0 {
-            tracing::info!(
-                key,
-                slow = outcome.slow,
-                "closed sessions too slow to keep up"
-            );
-        }
-        self.count_deliveries(outcome.report, outcome.slow);
-        outcome.report
+        self.offer_all(key, None, frame)
+    }
+
+    fn relay(&self, key: &str, from: SessionId, frame: &Frame) -> DeliveryReport {
+        self.offer_all(key, Some(from), frame)
+    }
+
+    fn count_client_frame(&self, outcome: crate::metrics::ClientFrameOutcome) {
+        self.metrics.client_frame(outcome);
     }
 
     fn close(&self, key: &str, reason: CloseReason) -> usize {

@@ -12,6 +12,7 @@
 //! per-user quota need no feature; serving a `Subscription` on a websocket needs `ws`.
 
 mod channel;
+mod client_frame;
 mod close;
 mod config;
 mod frame;
@@ -27,6 +28,7 @@ mod settings;
 mod subscription;
 
 pub use channel::{session_channel, QueueError, SessionHandle, SessionId, SessionReceiver};
+pub use client_frame::{TYPING_FRAMES_PER_WINDOW, TYPING_WINDOW};
 pub use close::{
     CloseReason, FAILOVER_CLOSE_CODE, INTERNAL_ERROR_CLOSE_CODE, MAX_CLOSE_REASON_BYTES,
     MESSAGE_TOO_BIG_CLOSE_CODE, REMOVED_FROM_GROUP_CLOSE_CODE, SESSION_EXPIRED_CLOSE_CODE,

@@ -18,6 +18,13 @@ pub trait SocketRegistry: Send + Sync {
     /// Queues `frame` to every session of `key` without waiting on any of them.
     fn broadcast(&self, key: &str, frame: &Frame) -> DeliveryReport;
 
+    /// Queues `frame` to every session of `key` but `from` (a client's typing frame), without
+    /// waiting on any of them.
+    fn relay(&self, key: &str, from: SessionId, frame: &Frame) -> DeliveryReport;
+
+    /// Counts a frame a client sent (`chatcore_client_frames_total`).
+    fn count_client_frame(&self, outcome: crate::metrics::ClientFrameOutcome);
+
     /// Asks every session of `key` to close; returns how many were asked.
     fn close(&self, key: &str, reason: CloseReason) -> usize;
 

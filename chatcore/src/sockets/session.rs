@@ -8,11 +8,13 @@ use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use tokio::time::{sleep_until, timeout, Instant};
 
+use super::client_frame::{handle_client_text, Sender, TypingRate};
 use super::sent::Sent;
 use super::{
     CloseReason, Frame, Protocol, SessionId, SharedFrame, Subscription, MESSAGE_TOO_BIG_CLOSE_CODE,
     SESSION_EXPIRED_CLOSE_CODE, SHUTDOWN_CLOSE_CODE,
 };
+use crate::metrics::ClientFrameOutcome;
 
 /// Frames a session writes before it looks at its close signal, timers and socket again.
 const MAX_BATCH: usize = 64;
@@ -54,6 +56,14 @@ impl Subscription {
         let close_requested = close_signal.changed();
         tokio::pin!(close_requested);
         let outbound = &mut self.receiver.outbound;
+        let sender = Sender {
+            registry: self.registry.as_ref(),
+            key: &self.key,
+            id: self.id,
+            user: self.user.as_deref(),
+            protocol: self.protocol,
+        };
+        let mut typing = TypingRate::default();
         loop {
             // Biased, close first: a session asked to close (shutdown, failover, too slow) sends
             // its close frame next instead of first draining its queue, and never misses it
@@ -102,7 +112,14 @@ impl Subscription {
                         }
                         return;
                     }
-                    Some(Ok(_)) => silence.as_mut().reset(Instant::now() + self.config.pong_wait),
+                    Some(Ok(message)) => {
+                        silence.as_mut().reset(Instant::now() + self.config.pong_wait);
+                        match &message {
+                            Message::Text(text) => handle_client_text(&sender, text.as_str(), &mut typing),
+                            Message::Binary(_) => sender.registry.count_client_frame(ClientFrameOutcome::Ignored),
+                            _ => {}
+                        }
+                    }
                 },
             }
         }

@@ -15,6 +15,7 @@ pub struct Subscription {
     pub(super) registered: bool,
     pub(super) floor: Option<Arc<str>>,
     pub(super) protocol: Protocol,
+    pub(super) user: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -56,6 +57,7 @@ impl Subscription {
             registered,
             floor: None,
             protocol: Protocol::Bare,
+            user: user.map(Arc::from),
         }
     }
 

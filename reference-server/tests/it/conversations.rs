@@ -620,3 +620,101 @@ async fn group_members_are_notified_by_the_notification_consumer_of_separate_and
         server.stop().await.expect("stops");
     }
 }
+
+#[tokio::test]
+async fn typing_reaches_the_other_protocol_2_sockets_only_as_the_sessions_user_within_its_rate() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start().await;
+    let [a, b] = <[String; 2]>::try_from(users(&["ta", "tb"])).expect("2");
+    let stream = chatcore::stream_id::stream_id(&a, &b);
+    let direct = |user: &str, other: &str, protocol: &str| {
+        format!("/chat/subscribe?stream_id={stream}&sender_id={user}&receiver_id={other}{protocol}")
+    };
+    let mut a_typed = server
+        .try_connect(&direct(&a, &b, "&protocol=2"))
+        .await
+        .expect("open");
+    let mut b_typed = server
+        .try_connect(&direct(&b, &a, "&protocol=2"))
+        .await
+        .expect("open");
+    let mut b_bare = server.try_connect(&direct(&b, &a, "")).await.expect("open");
+    server
+        .await_sessions(&server.chat_sockets, &stream, 3)
+        .await;
+    // Bad frames first: ignored, the session stays open, nothing reaches anyone.
+    for bad in [
+        "not json",
+        r#"{"type":"typing","state":"maybe"}"#,
+        r#"{"type":"message","content":"x"}"#,
+    ] {
+        send_text(&mut a_typed, bad).await;
+    }
+    a_typed
+        .0
+        .send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .expect("send");
+    // The client lies about who it is: the frame carries the session's user.
+    send_text(
+        &mut a_typed,
+        r#"{"type":"typing","state":"start","user_id":"mallory"}"#,
+    )
+    .await;
+    let frame = b_typed.next_json().await;
+    assert_eq!(
+        frame,
+        json!({"type": "typing", "stream_id": stream, "user_id": a, "state": "start"})
+    );
+    // 20 more within a second: at most 2 pass (one already did).
+    for _ in 0..20 {
+        send_text(&mut a_typed, r#"{"type":"typing","state":"stop"}"#).await;
+    }
+    let message = server.send("after typing", &a, &b).await;
+    let mut typing = 0;
+    loop {
+        let frame = b_typed.next_json().await;
+        match frame["type"].as_str() {
+            Some("typing") => typing += 1,
+            Some("message") => {
+                assert_eq!(frame["message"], message);
+                break;
+            }
+            other => panic!("unexpected frame {other:?}: {frame}"),
+        }
+    }
+    assert!(
+        typing <= 1,
+        "at most 2 typing frames per second, {} relayed",
+        typing + 1
+    );
+    assert_eq!(
+        b_bare.next_json().await,
+        message,
+        "protocol 1 gets no typing frame"
+    );
+    assert_eq!(
+        a_typed.next_json().await["message"],
+        message,
+        "not its own typing, still open"
+    );
+    let relayed = server
+        .metrics
+        .client_frame_count(chatcore::metrics::ClientFrameOutcome::Relayed);
+    let throttled = server
+        .metrics
+        .client_frame_count(chatcore::metrics::ClientFrameOutcome::Throttled);
+    let ignored = server
+        .metrics
+        .client_frame_count(chatcore::metrics::ClientFrameOutcome::Ignored);
+    assert_eq!((relayed as usize, ignored), (typing + 1, 4), "counted");
+    assert_eq!(relayed + throttled, 21);
+    server.stop().await.expect("stops");
+}
+
+async fn send_text(ws: &mut Ws, text: &str) {
+    use futures::SinkExt;
+    let message = tokio_tungstenite::tungstenite::Message::Text(text.to_owned().into());
+    ws.0.send(message).await.expect("send");
+}
