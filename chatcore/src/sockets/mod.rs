@@ -12,6 +12,7 @@
 //! per-user quota need no feature; serving a `Subscription` on a websocket needs `ws`.
 
 mod channel;
+#[cfg(feature = "ws")]
 mod client_frame;
 mod close;
 mod config;
@@ -28,6 +29,8 @@ mod settings;
 mod subscription;
 
 pub use channel::{session_channel, QueueError, SessionHandle, SessionId, SessionReceiver};
+#[cfg(feature = "ws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
 pub use client_frame::{TYPING_FRAMES_PER_WINDOW, TYPING_WINDOW};
 pub use close::{
     CloseReason, FAILOVER_CLOSE_CODE, INTERNAL_ERROR_CLOSE_CODE, MAX_CLOSE_REASON_BYTES,
