@@ -167,7 +167,14 @@ impl ChatHandler {
 
 impl EventHandler for ChatHandler {
     fn resolve<'a>(&'a self, event: &'a ChangeEvent, plan: Plan) -> BoxFuture<'a, Resolved> {
-        match self.notify_receiver && self.members.is_some() {
+        // Only a group message (no `receiver_id`) needs the lookup; a direct one is not decoded
+        // a second time.
+        let group = event.document.as_ref().is_some_and(|document| {
+            document
+                .get("receiver_id")
+                .is_none_or(serde_json::Value::is_null)
+        });
+        match self.notify_receiver && self.members.is_some() && group {
             true => Box::pin(self.notify_members(event, plan)),
             false => Box::pin(async move { Ok(plan) }),
         }

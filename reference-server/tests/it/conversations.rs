@@ -462,23 +462,23 @@ async fn read_frames_reach_protocol_2_sockets_and_protocol_1_sockets_keep_the_se
     let server = TestServer::start().await;
     let [a, b] = <[String; 2]>::try_from(users(&["pa", "pb"])).expect("2");
     let stream = chatcore::stream_id::stream_id(&a, &b);
-    let direct = |user: &str, other: &str, protocol: &str| {
-        format!("/chat/subscribe?stream_id={stream}&sender_id={user}&receiver_id={other}{protocol}")
-    };
-    let mut a_bare = server.try_connect(&direct(&a, &b, "")).await.expect("open");
+    let mut a_bare = server
+        .try_connect(&direct_path(&a, &b, ""))
+        .await
+        .expect("open");
     let mut a_typed = server
-        .try_connect(&direct(&a, &b, "&protocol=2"))
+        .try_connect(&direct_path(&a, &b, "&protocol=2"))
         .await
         .expect("open");
     let mut b_typed = server
-        .try_connect(&direct(&b, &a, "&protocol=2"))
+        .try_connect(&direct_path(&b, &a, "&protocol=2"))
         .await
         .expect("open");
     server
         .await_sessions(&server.chat_sockets, &stream, 3)
         .await;
     let bad = server
-        .try_connect(&direct(&a, &b, "&protocol=3"))
+        .try_connect(&direct_path(&a, &b, "&protocol=3"))
         .await
         .err();
     assert_eq!(bad, Some(400), "unknown protocol");
@@ -628,18 +628,18 @@ async fn typing_reaches_the_other_protocol_2_sockets_only_as_the_sessions_user_w
     let server = TestServer::start().await;
     let [a, b] = <[String; 2]>::try_from(users(&["ta", "tb"])).expect("2");
     let stream = chatcore::stream_id::stream_id(&a, &b);
-    let direct = |user: &str, other: &str, protocol: &str| {
-        format!("/chat/subscribe?stream_id={stream}&sender_id={user}&receiver_id={other}{protocol}")
-    };
     let mut a_typed = server
-        .try_connect(&direct(&a, &b, "&protocol=2"))
+        .try_connect(&direct_path(&a, &b, "&protocol=2"))
         .await
         .expect("open");
     let mut b_typed = server
-        .try_connect(&direct(&b, &a, "&protocol=2"))
+        .try_connect(&direct_path(&b, &a, "&protocol=2"))
         .await
         .expect("open");
-    let mut b_bare = server.try_connect(&direct(&b, &a, "")).await.expect("open");
+    let mut b_bare = server
+        .try_connect(&direct_path(&b, &a, ""))
+        .await
+        .expect("open");
     server
         .await_sessions(&server.chat_sockets, &stream, 3)
         .await;
@@ -711,6 +711,13 @@ async fn typing_reaches_the_other_protocol_2_sockets_only_as_the_sessions_user_w
     assert_eq!((relayed as usize, ignored), (typing + 1, 4), "counted");
     assert_eq!(relayed + throttled, 21);
     server.stop().await.expect("stops");
+}
+
+/// The subscription of `user` to its direct conversation with `other`, with `protocol` (e.g.
+/// `&protocol=2`, or empty).
+fn direct_path(user: &str, other: &str, protocol: &str) -> String {
+    let stream = chatcore::stream_id::stream_id(user, other);
+    format!("/chat/subscribe?stream_id={stream}&sender_id={user}&receiver_id={other}{protocol}")
 }
 
 async fn send_text(ws: &mut Ws, text: &str) {
